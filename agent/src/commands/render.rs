@@ -1,0 +1,30 @@
+//! `kproxy debug render`: print the rules for a manifests directory, without a kernel.
+
+use std::process::ExitCode;
+
+use kproxy_rules::nft::{Listing, Transaction};
+
+use crate::cli::{RenderArgs, RenderFormat};
+use crate::manifests::ManifestFiles;
+use crate::plan::plan;
+
+/// Prints the transaction (or listing) to stdout and every skipped object to stderr; exits 1
+/// when an object had to be skipped, so that scripts can tell.
+pub fn render(args: &RenderArgs) -> ExitCode {
+    let files = match ManifestFiles::read(&args.source.manifests) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = plan(&files.parse(), &super::node_context(&args.source));
+    match args.format {
+        RenderFormat::Nft => print!("{}", Transaction::replace(&plan.ruleset)),
+        RenderFormat::Listing => print!("{}", Listing(&plan.ruleset)),
+    }
+    for error in &plan.errors {
+        tracing::error!("skipped: {error}");
+    }
+    if plan.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

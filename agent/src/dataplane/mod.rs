@@ -1,0 +1,3 @@
+//! The kernel side: everything that programs or reads the kernel lives here.
+
+pub mod nft;

@@ -1,0 +1,174 @@
+//! `v1` Service → [`model::Service`](crate::model::Service).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1 as core;
+
+use super::fields::{Fields, ignored_by_labels};
+use super::{Converted, IgnoreReason, ObjectError, ObjectKind, Problem};
+use crate::model::{Service, ServiceName, ServicePort, ServicePortName};
+
+/// Converts a Service, as kube-proxy's `ShouldSkipService` and service-port tracking do.
+///
+/// Every port is kept with the Service's cluster IPs (`spec.clusterIPs`, or `spec.clusterIP`
+/// when the list is absent). Headless and ExternalName Services and the label-filtered ones are
+/// [`Converted::Ignored`]; an unparsable address, a port out of range, an unknown protocol or a
+/// missing field is an [`ObjectError`].
+pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
+    let fields = Fields::new(ObjectKind::Service, &svc.metadata)?;
+    if let Some(reason) = ignored_by_labels(svc.metadata.labels.as_ref()) {
+        return Ok(Converted::Ignored(reason));
+    }
+    let spec = svc.spec.as_ref().ok_or_else(|| fields.error("spec", Problem::Missing))?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Ok(Converted::Ignored(IgnoreReason::ExternalName));
+    }
+
+    let (ip_field, ip_texts): (&str, Vec<&str>) = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ("spec.clusterIPs", ips.iter().map(String::as_str).collect()),
+        _ => ("spec.clusterIP", spec.cluster_ip.as_deref().into_iter().collect()),
+    };
+    match ip_texts.first() {
+        Some(&"None") => return Ok(Converted::Ignored(IgnoreReason::Headless)),
+        None | Some(&"") => return Ok(Converted::Ignored(IgnoreReason::NoClusterIp)),
+        Some(_) => {}
+    }
+    let cluster_ips: Vec<IpAddr> = ip_texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let field =
+                if ip_field == "spec.clusterIPs" { format!("{ip_field}[{i}]") } else { ip_field.to_string() };
+            fields.ip(field, text)
+        })
+        .collect::<Result<_, _>>()?;
+    let cluster_ips: Arc<[IpAddr]> = cluster_ips.into();
+
+    let name = ServiceName { namespace: fields.object.namespace.clone(), name: fields.object.name.clone() };
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, port)| {
+            Ok(ServicePort {
+                name: ServicePortName {
+                    service: name.clone(),
+                    port: port.name.clone().unwrap_or_default(),
+                    protocol: fields
+                        .protocol(format!("spec.ports[{i}].protocol"), port.protocol.as_deref())?,
+                },
+                port: fields.port(format!("spec.ports[{i}].port"), port.port)?,
+                cluster_ips: cluster_ips.clone(),
+            })
+        })
+        .collect::<Result<_, ObjectError>>()?;
+    Ok(Converted::Accepted(Service { name, ports }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(spec: core::ServiceSpec) -> core::Service {
+        core::Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    fn port(name: &str, port: i32, protocol: Option<&str>) -> core::ServicePort {
+        core::ServicePort {
+            name: Some(name.into()),
+            port,
+            protocol: protocol.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_should_keep_every_port_with_every_cluster_ip() {
+        let s = svc(core::ServiceSpec {
+            cluster_ip: Some("10.96.0.10".into()),
+            cluster_ips: Some(vec!["10.96.0.10".into(), "fd00::10".into()]),
+            ports: Some(vec![
+                port("http", 80, None),
+                port("dns", 53, Some("UDP")),
+                port("sig", 9, Some("SCTP")),
+            ]),
+            ..Default::default()
+        });
+        let Ok(Converted::Accepted(service)) = service(&s) else { panic!("not accepted") };
+        let ports: Vec<String> = service.ports.iter().map(|p| format!("{} {}", p.name, p.port)).collect();
+        assert_eq!(ports, ["shop/web:http/tcp 80", "shop/web:dns/udp 53", "shop/web:sig/sctp 9"]);
+        assert_eq!(service.ports[0].cluster_ips.len(), 2);
+    }
+
+    #[test]
+    fn service_should_ignore_headless_external_name_and_label_filtered_services() {
+        let headless = svc(core::ServiceSpec { cluster_ip: Some("None".into()), ..Default::default() });
+        assert_eq!(service(&headless), Ok(Converted::Ignored(IgnoreReason::Headless)));
+        let external = svc(core::ServiceSpec { type_: Some("ExternalName".into()), ..Default::default() });
+        assert_eq!(service(&external), Ok(Converted::Ignored(IgnoreReason::ExternalName)));
+        for (label, reason) in [
+            (super::super::SERVICE_PROXY_NAME_LABEL, IgnoreReason::OtherServiceProxy),
+            (super::super::HEADLESS_LABEL, IgnoreReason::HeadlessLabel),
+        ] {
+            let mut s = svc(core::ServiceSpec { cluster_ip: Some("10.96.0.1".into()), ..Default::default() });
+            s.metadata.labels = Some([(label.to_string(), "x".to_string())].into());
+            assert_eq!(service(&s), Ok(Converted::Ignored(reason)));
+        }
+    }
+
+    #[test]
+    fn service_should_name_the_field_of_a_bad_port_protocol_or_address() {
+        let cases = [
+            (
+                core::ServiceSpec { cluster_ip: Some("10.96.0.300".into()), ..Default::default() },
+                "spec.clusterIP",
+                "\"10.96.0.300\" is not an IP address",
+            ),
+            (
+                core::ServiceSpec {
+                    cluster_ip: Some("10.96.0.1".into()),
+                    ports: Some(vec![port("a", 80, None), port("b", 70000, None)]),
+                    ..Default::default()
+                },
+                "spec.ports[1].port",
+                "70000 is not a port (1-65535)",
+            ),
+            (
+                core::ServiceSpec {
+                    cluster_ip: Some("10.96.0.1".into()),
+                    ports: Some(vec![port("a", 80, Some("ICMP"))]),
+                    ..Default::default()
+                },
+                "spec.ports[0].protocol",
+                "\"ICMP\" is not a protocol (TCP, UDP or SCTP)",
+            ),
+        ];
+        for (spec, field, problem) in cases {
+            let err = service(&svc(spec)).unwrap_err();
+            assert_eq!(err.to_string(), format!("Service shop/web: {field} {problem}"));
+        }
+    }
+
+    #[test]
+    fn service_should_report_a_missing_name_or_spec() {
+        let nameless = core::Service::default();
+        assert_eq!(
+            service(&nameless).unwrap_err().to_string(),
+            "Service default/?: metadata.name is missing"
+        );
+        let mut specless = svc(core::ServiceSpec::default());
+        specless.spec = None;
+        assert_eq!(service(&specless).unwrap_err().field, "spec");
+    }
+}

@@ -1,0 +1,212 @@
+//! A transaction: an ordered list of operations that the kernel applies atomically, and its
+//! nft text form, which is what the agent feeds to `nft -f -`.
+
+use std::fmt::{self, Write};
+
+use super::ir::{ChainDecl, Element, Rule, Ruleset, SetDecl, Table, TableRef, Value};
+use super::syntax::{
+    set_keyword, write_base_chain, write_comment, write_element, write_rule, write_set_decl_body,
+};
+
+/// One operation of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// `add table`: create the table if it is absent.
+    AddTable {
+        /// The table.
+        table: TableRef,
+        /// Its comment.
+        comment: Option<String>,
+    },
+    /// `delete table`: remove the table and everything in it; it must exist.
+    DeleteTable(TableRef),
+    /// `add chain`.
+    AddChain {
+        /// The table.
+        table: TableRef,
+        /// The chain's declaration.
+        decl: ChainDecl,
+    },
+    /// `add set` / `add map`.
+    AddSet {
+        /// The table.
+        table: TableRef,
+        /// The set's declaration.
+        decl: SetDecl,
+    },
+    /// `add rule`: append a rule to a chain.
+    AddRule {
+        /// The table.
+        table: TableRef,
+        /// The chain's name.
+        chain: String,
+        /// The rule.
+        rule: Rule,
+    },
+    /// `add element`: add elements to a set or map.
+    AddElements {
+        /// The table.
+        table: TableRef,
+        /// The set's name.
+        set: String,
+        /// The elements, by key.
+        elements: Vec<(Vec<Value>, Element)>,
+    },
+}
+
+/// Operations the kernel applies all together or not at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    operations: Vec<Operation>,
+}
+
+/// The most elements one `add element` command carries, to keep lines and nft's parser memory
+/// bounded. Commands also break where the element comment (the Service port) changes, so that
+/// each Service port's elements read as one line.
+const ELEMENTS_PER_COMMAND: usize = 256;
+
+impl Transaction {
+    /// A transaction that replaces each table of `ruleset` with its desired contents.
+    ///
+    /// nft 1.0.6 has no `destroy`, so each table is first added (a no-op when it exists), then
+    /// deleted, then created afresh, all in one transaction: traffic sees either the old table
+    /// or the new one, never an empty one.
+    pub fn replace(ruleset: &Ruleset) -> Transaction {
+        let mut tx = Transaction::default();
+        for table in &ruleset.tables {
+            tx.operations.push(Operation::AddTable { table: table.id.clone(), comment: None });
+            tx.operations.push(Operation::DeleteTable(table.id.clone()));
+            tx.create(table);
+        }
+        tx
+    }
+
+    /// A transaction that removes these tables if they exist, and touches nothing else.
+    pub fn delete_tables(tables: &[TableRef]) -> Transaction {
+        let mut tx = Transaction::default();
+        for table in tables {
+            tx.operations.push(Operation::AddTable { table: table.clone(), comment: None });
+            tx.operations.push(Operation::DeleteTable(table.clone()));
+        }
+        tx
+    }
+
+    /// Appends the operations that create `table` from nothing: declarations first, so that
+    /// every rule and element finds the chains and sets it refers to.
+    fn create(&mut self, table: &Table) {
+        let id = &table.id;
+        self.operations.push(Operation::AddTable { table: id.clone(), comment: table.comment.clone() });
+        for chain in table.chains.values() {
+            self.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
+        }
+        for set in table.sets.values() {
+            self.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
+        }
+        for chain in table.chains.values() {
+            for rule in &chain.rules {
+                self.operations.push(Operation::AddRule {
+                    table: id.clone(),
+                    chain: chain.decl.name.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+        for set in table.sets.values() {
+            let elements: Vec<(Vec<Value>, Element)> =
+                set.elements.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+            let runs = elements.chunk_by(|(_, a), (_, b)| a.comment == b.comment);
+            for chunk in runs.flat_map(|run| run.chunks(ELEMENTS_PER_COMMAND)) {
+                self.operations.push(Operation::AddElements {
+                    table: id.clone(),
+                    set: set.decl.name.clone(),
+                    elements: chunk.to_vec(),
+                });
+            }
+        }
+    }
+
+    /// The operations, in order.
+    pub fn operations(&self) -> &[Operation] {
+        &self.operations
+    }
+
+    /// How many elements the transaction adds, for logs and metrics.
+    pub fn element_count(&self) -> usize {
+        self.operations
+            .iter()
+            .map(|op| match op {
+                Operation::AddElements { elements, .. } => elements.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// The nft script: one command per line, as `nft -f -` reads it.
+impl fmt::Display for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for op in &self.operations {
+            write_operation(f, op)?;
+            f.write_char('\n')?;
+        }
+        Ok(())
+    }
+}
+
+fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
+    match op {
+        Operation::AddTable { table, comment } => {
+            write!(f, "add table {} {}", table.family.as_str(), table.name)?;
+            if let Some(comment) = comment {
+                f.write_str(" { ")?;
+                write_comment(f, comment)?;
+                f.write_str("; }")?;
+            }
+            Ok(())
+        }
+        Operation::DeleteTable(table) => write!(f, "delete table {} {}", table.family.as_str(), table.name),
+        Operation::AddChain { table, decl } => {
+            write!(f, "add chain {} {} {}", table.family.as_str(), table.name, decl.name)?;
+            if decl.base.is_some() || decl.comment.is_some() {
+                f.write_str(" {")?;
+                if let Some(base) = &decl.base {
+                    f.write_char(' ')?;
+                    write_base_chain(f, base)?;
+                }
+                if let Some(comment) = &decl.comment {
+                    f.write_char(' ')?;
+                    write_comment(f, comment)?;
+                    f.write_char(';')?;
+                }
+                f.write_str(" }")?;
+            }
+            Ok(())
+        }
+        Operation::AddSet { table, decl } => {
+            write!(
+                f,
+                "add {} {} {} {} {{ ",
+                set_keyword(decl),
+                table.family.as_str(),
+                table.name,
+                decl.name
+            )?;
+            write_set_decl_body(f, table.family, decl)?;
+            f.write_str(" }")
+        }
+        Operation::AddRule { table, chain, rule } => {
+            write!(f, "add rule {} {} {chain} ", table.family.as_str(), table.name)?;
+            write_rule(f, table.family, rule)
+        }
+        Operation::AddElements { table, set, elements } => {
+            write!(f, "add element {} {} {set} {{ ", table.family.as_str(), table.name)?;
+            for (i, (key, element)) in elements.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write_element(f, key, element)?;
+            }
+            f.write_str(" }")
+        }
+    }
+}
