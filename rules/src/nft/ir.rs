@@ -178,8 +178,12 @@ pub enum Statement {
     },
     /// `masquerade`: rewrite the source to the outgoing interface's address.
     Masquerade,
-    /// `reject`: ICMP port-unreachable, so TCP clients get ECONNREFUSED at once.
+    /// `reject`: ICMP port-unreachable (UDP clients see ECONNREFUSED on their next call).
     Reject,
+    /// `reject with tcp reset`: a TCP RST, so the client's connect fails with ECONNREFUSED at
+    /// once. Unlike ICMP errors, resets are not rate-limited per destination by the kernel.
+    /// Must follow a `meta l4proto tcp` match.
+    RejectTcpReset,
     /// A verdict.
     Verdict(Verdict),
 }

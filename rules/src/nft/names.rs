@@ -25,7 +25,8 @@ pub const SERVICES: &str = "services";
 pub const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
 /// Rejects new connections to ports a ClusterIP does not serve.
 pub const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
-/// `reject`, as a chain, since a verdict map cannot carry `reject` itself.
+/// Rejects a new connection: a TCP reset for TCP, ICMP port-unreachable otherwise. A chain,
+/// since a verdict map cannot carry `reject` itself.
 pub const REJECT_CHAIN: &str = "reject-chain";
 
 /// Verdict map: frontend → `goto pick-<proto>-<count>`.

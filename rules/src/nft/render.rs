@@ -157,17 +157,25 @@ fn skeleton(family: Family, node: &NodeContext) -> Table {
             map: names::NO_ENDPOINT_SERVICES.into(),
         }])],
     );
+    let goto_reject = || Statement::Verdict(Verdict::Goto(names::REJECT_CHAIN.into()));
     table.add_chain(
         plain_chain(names::CLUSTER_IPS_CHECK),
         vec![
             Rule::new(vec![
                 Statement::InSet { key: vec![Expr::Daddr], set: names::CLUSTER_IPS.into() },
-                Statement::Reject,
+                goto_reject(),
             ])
             .with_comment("reject traffic to ports a ClusterIP does not serve"),
         ],
     );
-    table.add_chain(plain_chain(names::REJECT_CHAIN), vec![Rule::new(vec![Statement::Reject])]);
+    table.add_chain(
+        plain_chain(names::REJECT_CHAIN),
+        vec![
+            Rule::new(vec![Statement::L4proto(Protocol::Tcp), Statement::RejectTcpReset])
+                .with_comment("TCP: a reset, never rate-limited like ICMP errors"),
+            Rule::new(vec![Statement::Reject]),
+        ],
+    );
 
     let frontend_types = vec![DataType::Addr, DataType::InetProto, DataType::InetService];
     table.add_set(SetDecl {

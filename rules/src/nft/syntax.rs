@@ -98,6 +98,7 @@ fn write_statement(f: &mut impl Write, family: Family, statement: &Statement) ->
         }
         Statement::Masquerade => f.write_str("masquerade"),
         Statement::Reject => f.write_str("reject"),
+        Statement::RejectTcpReset => f.write_str("reject with tcp reset"),
         Statement::Verdict(verdict) => write_verdict(f, verdict),
     }
 }

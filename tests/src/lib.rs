@@ -1,0 +1,46 @@
+//! Kernel end-to-end tests for kproxy.
+//!
+//! This library builds **labs** of network namespaces — a node, pods on point-to-point veth
+//! pairs, a gateway — runs "who am I" servers in the pods, runs the real `kproxy` binary in the
+//! node namespace, and asserts on real connections: who answered, what source address the pod
+//! saw, refused versus dropped. Nothing touches the root network namespace; every lab is removed
+//! when it is dropped, also when a test panics.
+//!
+//! Start at [`Lab`]; every test first calls [`root_or_skip`]:
+//!
+//! ```no_run
+//! use kproxy_e2e::{Endpoint, EndpointSlice, Lab, Protocol, Service, ServicePort, root_or_skip};
+//!
+//! if !root_or_skip() {
+//!     return;
+//! }
+//! let lab = Lab::new();
+//! let client = lab.add_pod("client");
+//! let web = lab.add_pod("web1");
+//! web.serve_tcp(8080);
+//! let service = Service::cluster_ip("default", "web", "10.96.0.10").port(ServicePort::tcp("http", 80, 8080));
+//! let slice = EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()));
+//! lab.manifests().write("web.yaml", &[&service, &slice]);
+//! let _agent = lab.start_kproxy(lab.manifests().path());
+//! lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+//! ```
+
+pub mod agent;
+pub mod client;
+pub mod command;
+pub mod lab;
+pub mod manifest;
+pub mod netns;
+pub mod pod;
+pub mod root;
+mod server;
+mod setns;
+pub mod wait;
+
+pub use agent::{Agent, kproxy_binary};
+pub use client::{ClientError, Protocol, Reply, Tally};
+pub use command::CommandOutput;
+pub use lab::{GATEWAY_IP, Lab, NODE_NAME, NODE_UPLINK_IP, POD_GATEWAY};
+pub use manifest::{Endpoint, EndpointPort, EndpointSlice, Manifest, ManifestDir, Service, ServicePort};
+pub use pod::Pod;
+pub use root::root_or_skip;

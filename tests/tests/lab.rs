@@ -1,0 +1,227 @@
+//! Self-tests of the lab itself, without the agent: the topology carries traffic the way the
+//! agent's tests assume, and nothing is left behind.
+
+use std::net::SocketAddr;
+use std::panic;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kproxy_e2e::{ClientError, Lab, POD_GATEWAY, Protocol, Reply, root_or_skip};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn listed_namespaces() -> String {
+    let output = Command::new("ip").args(["netns", "list"]).output().expect("run ip netns list");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn assert_gone(names: &[String]) {
+    let listed = listed_namespaces();
+    for name in names {
+        assert!(
+            !listed.lines().any(|line| line.split_whitespace().next() == Some(name)),
+            "{name} still exists:\n{listed}"
+        );
+    }
+}
+
+#[test]
+fn pods_should_reach_each_other_directly_over_tcp_and_udp() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod1 = lab.add_pod("pod1");
+    let pod2 = lab.add_pod("pod2");
+    assert_eq!(pod1.ip().to_string(), "10.244.0.11");
+    assert_eq!(pod2.ip().to_string(), "10.244.0.12");
+    pod2.serve_tcp(8080);
+    pod2.serve_udp(5301);
+
+    let tcp = lab.tcp_request(pod1.netns(), pod2.address(8080), TIMEOUT).expect("TCP pod1 → pod2");
+    assert_eq!(tcp, Reply { pod: "pod2".into(), peer: pod1.ip().into(), port: 8080 });
+    let udp = lab.udp_request(pod1.netns(), pod2.address(5301), TIMEOUT).expect("UDP pod1 → pod2");
+    assert_eq!(udp, Reply { pod: "pod2".into(), peer: pod1.ip().into(), port: 5301 });
+}
+
+#[test]
+fn node_should_reach_pods_from_the_pod_gateway_address() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod1 = lab.add_pod("pod1");
+    let pod2 = lab.add_pod("pod2");
+    pod1.serve_tcp(8080);
+    pod2.serve_tcp(8080);
+    for pod in [&pod1, &pod2] {
+        let reply = lab.tcp_request(lab.node_netns(), pod.address(8080), TIMEOUT).expect("TCP node → pod");
+        assert_eq!(reply, Reply { pod: pod.name().into(), peer: POD_GATEWAY.into(), port: 8080 });
+    }
+}
+
+#[test]
+fn closed_pod_port_should_be_refused_for_tcp_and_udp() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod1 = lab.add_pod("pod1");
+    let pod2 = lab.add_pod("pod2");
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let outcome = lab.request(pod1.netns(), protocol, pod2.address(9999), TIMEOUT);
+        assert!(matches!(outcome, Err(ClientError::Refused)), "{protocol:?}: {outcome:?}");
+    }
+}
+
+#[test]
+fn cluster_ip_without_agent_should_time_out_at_the_gateway() {
+    if !root_or_skip() {
+        return;
+    }
+    // The node routes 10.96.0.0/16 to the gateway, which does not forward: without kproxy the
+    // packet is dropped, so a Refused in the agent's tests really comes from kproxy.
+    let lab = Lab::new();
+    let pod1 = lab.add_pod("pod1");
+    let address: SocketAddr = "10.96.0.99:80".parse().unwrap();
+    let started = Instant::now();
+    let outcome = lab.tcp_request(pod1.netns(), address, Duration::from_millis(300));
+    assert!(matches!(outcome, Err(ClientError::Timeout)), "{outcome:?} after {:?}", started.elapsed());
+}
+
+#[test]
+fn servers_should_answer_many_connections_quickly() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let client = lab.add_pod("client");
+    let pod1 = lab.add_pod("pod1");
+    pod1.serve_tcp(8080);
+    pod1.serve_udp(8080);
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let started = Instant::now();
+        let tally = lab.tally(client.netns(), protocol, pod1.address(8080), 300, TIMEOUT);
+        eprintln!("{protocol:?}: {tally} in {:?}", started.elapsed());
+        assert_eq!(tally.count("pod1"), 300, "{tally}");
+    }
+}
+
+#[test]
+fn lab_should_remove_its_namespaces_when_dropped() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let pod1 = lab.add_pod("pod1");
+    pod1.serve_tcp(8080);
+    pod1.serve_udp(8080);
+    let names = lab.namespaces();
+    assert_eq!(names.len(), 3, "{names:?}");
+    drop(lab);
+    assert_gone(&names);
+}
+
+#[test]
+fn lab_should_remove_its_namespaces_when_the_test_panics() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut names = Vec::new();
+    let outcome = panic::catch_unwind(panic::AssertUnwindSafe(|| {
+        let lab = Lab::new();
+        let pod1 = lab.add_pod("pod1");
+        pod1.serve_tcp(8080);
+        names = lab.namespaces();
+        panic!("a test failing on purpose while its lab is alive");
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_gone(&names);
+}
+
+#[test]
+fn lab_should_keep_the_root_namespace_untouched() {
+    if !root_or_skip() {
+        return;
+    }
+    let before = Command::new("ip").args(["-o", "link"]).output().unwrap().stdout;
+    let lab = Lab::new();
+    let _pod = lab.add_pod("pod1");
+    let during = Command::new("ip").args(["-o", "link"]).output().unwrap().stdout;
+    // Other tests run in parallel, but none of them may add links to the root namespace either.
+    let names = |out: &[u8]| {
+        String::from_utf8_lossy(out)
+            .lines()
+            .filter_map(|line| line.split(':').nth(1).map(|name| name.trim().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&before), names(&during));
+}
+
+/// A tiny hand-written ruleset in the shape the agent's contract describes (random DNAT,
+/// hairpin masquerade, rejects for a Service without endpoints). It shows that what the agent
+/// tests expect — peers, refusals — is what the kernel does in this topology, so a failing
+/// agent test points at the agent, not at the lab.
+const REFERENCE_RULES: &str = "
+table ip reference {
+  chain nat_prerouting { type nat hook prerouting priority dstnat; policy accept; jump services; }
+  chain nat_output { type nat hook output priority -100; policy accept; jump services; }
+  chain services {
+    ip daddr 10.96.0.10 tcp dport 80 numgen random mod 2 vmap { 0 : goto endpoint1, 1 : goto endpoint2 }
+  }
+  chain endpoint1 { ip saddr 10.244.0.11 meta mark set mark or 0x4000; meta l4proto tcp dnat to 10.244.0.11:8080; }
+  chain endpoint2 { ip saddr 10.244.0.12 meta mark set mark or 0x4000; meta l4proto tcp dnat to 10.244.0.12:8080; }
+  chain nat_postrouting { type nat hook postrouting priority srcnat; policy accept; meta mark & 0x4000 == 0x4000 masquerade; }
+  chain filter_forward { type filter hook forward priority filter; policy accept; jump no_endpoints; }
+  chain filter_output { type filter hook output priority filter; policy accept; jump no_endpoints; }
+  chain no_endpoints {
+    ip daddr 10.96.0.31 tcp dport 80 reject with tcp reset
+    ip daddr 10.96.0.31 udp dport 53 reject
+  }
+}
+";
+
+#[test]
+fn lab_should_show_hairpin_masquerade_and_rejects_under_reference_rules() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let pods = lab.add_pods(&["pod1", "pod2"]);
+    let client = lab.add_pod("client");
+    for pod in &pods {
+        pod.serve_tcp(8080);
+    }
+    lab.nft_script(REFERENCE_RULES).expect_success();
+    let service: SocketAddr = "10.96.0.10:80".parse().unwrap();
+
+    let from_pod1 = lab.tally(pods[0].netns(), Protocol::Tcp, service, 40, TIMEOUT);
+    eprintln!("from pod1: {from_pod1}");
+    assert_eq!(from_pod1.failures(), 0, "{from_pod1}");
+    for (pod, peer) in [("pod1", POD_GATEWAY), ("pod2", pods[0].ip())] {
+        assert!(
+            from_pod1.replies.contains_key(&(pod.to_owned(), peer.into(), 8080)),
+            "{pod} saw {peer}? {from_pod1}"
+        );
+    }
+    let from_node = lab.tally(lab.node_netns(), Protocol::Tcp, service, 20, TIMEOUT);
+    assert_eq!(from_node.peers(), [kproxy_e2e::NODE_UPLINK_IP.into()].into(), "{from_node}");
+
+    let empty_tcp: SocketAddr = "10.96.0.31:80".parse().unwrap();
+    let empty_udp: SocketAddr = "10.96.0.31:53".parse().unwrap();
+    for address in [empty_tcp, empty_udp] {
+        let outcome = lab.request(
+            client.netns(),
+            if address.port() == 80 { Protocol::Tcp } else { Protocol::Udp },
+            address,
+            TIMEOUT,
+        );
+        assert!(matches!(outcome, Err(ClientError::Refused)), "{address}: {outcome:?}");
+    }
+    let outcome = lab.tcp_request(lab.node_netns(), empty_tcp, TIMEOUT);
+    assert!(matches!(outcome, Err(ClientError::Refused)), "node TCP: {outcome:?}");
+    // A reject in the sender's own output hook fails the send itself.
+    let outcome = lab.udp_request(lab.node_netns(), empty_udp, TIMEOUT);
+    assert!(matches!(outcome, Err(ClientError::Denied)), "node UDP: {outcome:?}");
+}
