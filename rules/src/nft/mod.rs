@@ -7,6 +7,8 @@
 //! picks a slot with `numgen random` and DNATs through the `endpoints-<proto>` map keyed by
 //! frontend and slot. An endpoint change is therefore an element change, never a rule change.
 
+mod apply;
+mod diff;
 mod ir;
 mod listing;
 pub mod names;
@@ -15,6 +17,8 @@ mod syntax;
 mod transaction;
 mod validate;
 
+pub use apply::ApplyError;
+pub use diff::{Update, diff};
 pub use ir::{
     BaseChain, Chain, ChainDecl, ChainType, DataType, Element, ElementValue, Expr, Family, Hook, Rule,
     Ruleset, Set, SetData, SetDecl, SetKey, Statement, Table, TableRef, Value, Verdict,

@@ -181,7 +181,8 @@ pub fn write_element(f: &mut impl Write, key: &[Value], element: &Element) -> fm
     }
 }
 
-fn write_values(f: &mut impl Write, values: &[Value]) -> fmt::Result {
+/// Writes a concatenation of values, `a . b . c`.
+pub fn write_values(f: &mut impl Write, values: &[Value]) -> fmt::Result {
     for (i, value) in values.iter().enumerate() {
         if i > 0 {
             f.write_str(" . ")?;

@@ -6,6 +6,7 @@ use std::fmt::{self, Write};
 use super::ir::{ChainDecl, Element, Rule, Ruleset, SetDecl, Table, TableRef, Value};
 use super::syntax::{
     set_keyword, write_base_chain, write_comment, write_element, write_rule, write_set_decl_body,
+    write_values,
 };
 
 /// One operation of a transaction.
@@ -51,6 +52,36 @@ pub enum Operation {
         set: String,
         /// The elements, by key.
         elements: Vec<(Vec<Value>, Element)>,
+    },
+    /// `delete element`: remove elements, by key; each must exist.
+    DeleteElements {
+        /// The table.
+        table: TableRef,
+        /// The set's name.
+        set: String,
+        /// The keys.
+        keys: Vec<Vec<Value>>,
+    },
+    /// `flush chain`: remove every rule of a chain.
+    FlushChain {
+        /// The table.
+        table: TableRef,
+        /// The chain's name.
+        chain: String,
+    },
+    /// `delete chain`: the chain must exist, be empty and be referenced by nothing.
+    DeleteChain {
+        /// The table.
+        table: TableRef,
+        /// The chain's name.
+        chain: String,
+    },
+    /// `delete set` / `delete map`: the set must exist and no rule may use it.
+    DeleteSet {
+        /// The table.
+        table: TableRef,
+        /// The set's declaration (its keyword, `set` or `map`, depends on it).
+        decl: SetDecl,
     },
 }
 
@@ -114,8 +145,7 @@ impl Transaction {
         for set in table.sets.values() {
             let elements: Vec<(Vec<Value>, Element)> =
                 set.elements.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
-            let runs = elements.chunk_by(|(_, a), (_, b)| a.comment == b.comment);
-            for chunk in runs.flat_map(|run| run.chunks(ELEMENTS_PER_COMMAND)) {
+            for chunk in Transaction::element_commands(&elements) {
                 self.operations.push(Operation::AddElements {
                     table: id.clone(),
                     set: set.decl.name.clone(),
@@ -125,17 +155,38 @@ impl Transaction {
         }
     }
 
+    /// Splits elements into the runs one `add element` command carries: at most
+    /// [`ELEMENTS_PER_COMMAND`], and breaking where the comment (the Service port) changes.
+    pub(super) fn element_commands(
+        elements: &[(Vec<Value>, Element)],
+    ) -> impl Iterator<Item = &[(Vec<Value>, Element)]> {
+        elements
+            .chunk_by(|(_, a), (_, b)| a.comment == b.comment)
+            .flat_map(|run| run.chunks(ELEMENTS_PER_COMMAND))
+    }
+
+    /// Appends an operation.
+    pub fn push(&mut self, operation: Operation) {
+        self.operations.push(operation);
+    }
+
     /// The operations, in order.
     pub fn operations(&self) -> &[Operation] {
         &self.operations
     }
 
-    /// How many elements the transaction adds, for logs and metrics.
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+
+    /// How many elements the transaction adds or deletes, for logs and metrics.
     pub fn element_count(&self) -> usize {
         self.operations
             .iter()
             .map(|op| match op {
                 Operation::AddElements { elements, .. } => elements.len(),
+                Operation::DeleteElements { keys, .. } => keys.len(),
                 _ => 0,
             })
             .sum()
@@ -207,6 +258,25 @@ fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
                 write_element(f, key, element)?;
             }
             f.write_str(" }")
+        }
+        Operation::DeleteElements { table, set, keys } => {
+            write!(f, "delete element {} {} {set} {{ ", table.family.as_str(), table.name)?;
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write_values(f, key)?;
+            }
+            f.write_str(" }")
+        }
+        Operation::FlushChain { table, chain } => {
+            write!(f, "flush chain {} {} {chain}", table.family.as_str(), table.name)
+        }
+        Operation::DeleteChain { table, chain } => {
+            write!(f, "delete chain {} {} {chain}", table.family.as_str(), table.name)
+        }
+        Operation::DeleteSet { table, decl } => {
+            write!(f, "delete {} {} {} {}", set_keyword(decl), table.family.as_str(), table.name, decl.name)
         }
     }
 }

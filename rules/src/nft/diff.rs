@@ -1,0 +1,123 @@
+//! The differ: the smallest transactions that take the kernel from the ruleset it holds to the
+//! desired one. Steady-state syncs cost what changed, not what exists.
+
+use super::ir::{Ruleset, Table, TableRef, Value};
+use super::transaction::{Operation, Transaction};
+
+/// What [`diff`] produces: the change itself, and the removal of objects it left unused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Everything but the removal of unused chains and sets, atomically.
+    pub changes: Transaction,
+    /// Deletes the chains and sets that `changes` emptied and unreferenced; apply it right
+    /// after `changes`.
+    ///
+    /// Kernels before 6.2 refuse to delete a chain in the same transaction that deletes the
+    /// last map element jumping to it (EBUSY), which is why kube-proxy deletes stale chains in
+    /// a later transaction too. Until `cleanup` runs, the stale objects are empty and unused.
+    pub cleanup: Transaction,
+}
+
+impl Update {
+    /// Whether the rulesets were equal.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.cleanup.is_empty()
+    }
+}
+
+/// The update from `from` to `to`, or `None` when only replacing the tables can get there: a
+/// table appears or disappears, or a table, chain or set is declared differently (nft cannot
+/// change a base chain's hook or a set's key type in place).
+///
+/// Within each table the order is one the kernel accepts: new chains and sets; element
+/// deletions (changed elements are deleted and re-added, since nft cannot replace a value in
+/// place); flushes of changed and stale chains; the new rules; element additions.
+pub fn diff(from: &Ruleset, to: &Ruleset) -> Option<Update> {
+    if from.tables.len() != to.tables.len() {
+        return None;
+    }
+    let mut update = Update::default();
+    for (old, new) in from.tables.iter().zip(&to.tables) {
+        if old.id != new.id || old.comment != new.comment {
+            return None;
+        }
+        diff_table(old, new, &mut update)?;
+    }
+    Some(update)
+}
+
+fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
+    let id = &new.id;
+    let tx = &mut update.changes;
+    for chain in new.chains.values() {
+        match old.chains.get(&chain.decl.name) {
+            None => tx.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() }),
+            Some(existing) if existing.decl != chain.decl => return None,
+            Some(_) => {}
+        }
+    }
+    for set in new.sets.values() {
+        match old.sets.get(&set.decl.name) {
+            None => tx.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() }),
+            Some(existing) if existing.decl != set.decl => return None,
+            Some(_) => {}
+        }
+    }
+
+    for set in old.sets.values() {
+        let Some(desired) = new.sets.get(&set.decl.name) else { continue };
+        let keys: Vec<Vec<Value>> = set
+            .elements
+            .iter()
+            .filter(|(key, element)| desired.elements.get(*key) != Some(*element))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !keys.is_empty() {
+            tx.push(Operation::DeleteElements { table: id.clone(), set: set.decl.name.clone(), keys });
+        }
+    }
+
+    for chain in old.chains.values() {
+        let changed = new.chains.get(&chain.decl.name).is_none_or(|c| c.rules != chain.rules);
+        if changed && !chain.rules.is_empty() {
+            tx.push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
+        }
+    }
+    for chain in new.chains.values() {
+        if old.chains.get(&chain.decl.name).is_some_and(|c| c.rules == chain.rules) {
+            continue;
+        }
+        for rule in &chain.rules {
+            tx.push(Operation::AddRule {
+                table: id.clone(),
+                chain: chain.decl.name.clone(),
+                rule: rule.clone(),
+            });
+        }
+    }
+
+    for set in new.sets.values() {
+        let existing = old.sets.get(&set.decl.name);
+        let elements: Vec<_> = set
+            .elements
+            .iter()
+            .filter(|(key, element)| existing.is_none_or(|e| e.elements.get(*key) != Some(*element)))
+            .map(|(key, element)| (key.clone(), element.clone()))
+            .collect();
+        for chunk in Transaction::element_commands(&elements) {
+            tx.push(Operation::AddElements {
+                table: id.clone(),
+                set: set.decl.name.clone(),
+                elements: chunk.to_vec(),
+            });
+        }
+    }
+
+    for chain in old.chains.values().filter(|c| !new.chains.contains_key(&c.decl.name)) {
+        update.cleanup.push(Operation::DeleteChain { table: id.clone(), chain: chain.decl.name.clone() });
+    }
+    for set in old.sets.values().filter(|s| !new.sets.contains_key(&s.decl.name)) {
+        update.cleanup.push(Operation::DeleteSet { table: TableRef::clone(id), decl: set.decl.clone() });
+    }
+    Some(())
+}
