@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{Config, ConfigError, Settings};
+
 /// kproxy: a kube-proxy replacement that programs Services with nftables.
 #[derive(Debug, Parser)]
 #[command(name = "kproxy", version, about, propagate_version = true)]
@@ -43,6 +45,10 @@ pub enum Command {
 pub enum DebugCommand {
     /// Print the nftables rules for the Services and EndpointSlices in a directory.
     Render(RenderArgs),
+    /// Print the configuration `kproxy run` would use with these flags, as JSON.
+    Config(SettingsArgs),
+    /// Print the Kubernetes API access the agent needs, as ClusterRole rules in JSON.
+    Rbac,
 }
 
 /// Where Services and EndpointSlices come from, and which node they are planned for.
@@ -67,15 +73,88 @@ pub struct NftArgs {
 /// `kproxy run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Inputs.
+    /// Where Services, EndpointSlices and the Node come from.
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub source: RunSource,
+    /// Settings; they override the `--config` file.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// The nft binary.
     #[command(flatten)]
     pub nft: NftArgs,
-    /// How often the manifests directory is checked for changes.
+    /// How often a `--manifests` directory is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
     pub manifests_poll_interval: Duration,
+}
+
+/// The inputs of `kproxy run`: a manifests directory, or the Kubernetes API (in-cluster
+/// configuration unless `--kubeconfig` names a file).
+#[derive(Debug, Args)]
+pub struct RunSource {
+    /// Read Services and EndpointSlices from this directory instead of the API.
+    #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// A kubeconfig file for the API server (default: the in-cluster service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Settings that the `--config` file can also give, under kube-proxy's names.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// A KProxyConfiguration YAML file; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `mode`: the dataplane (nftables).
+    #[arg(long, value_name = "MODE")]
+    pub proxy_mode: Option<String>,
+    /// `hostnameOverride`: the node's name, as in the Node object; defaults to the host name.
+    #[arg(long, value_name = "NODE")]
+    pub hostname_override: Option<String>,
+    /// `clusterCIDR`: the pod CIDRs, comma-separated, at most one per family.
+    #[arg(long, value_name = "CIDRS")]
+    pub cluster_cidr: Option<String>,
+    /// `nodePortAddresses`: `primary` or CIDRs, comma-separated.
+    #[arg(long, value_name = "ADDRESSES")]
+    pub nodeport_addresses: Option<String>,
+    /// `masqueradeAll`: masquerade all traffic to Services.
+    #[arg(long)]
+    pub masquerade_all: bool,
+    /// `minSyncPeriod`: the least time between two syncs (default 1s); changes coalesce.
+    #[arg(long, value_name = "DURATION")]
+    pub min_sync_period: Option<String>,
+    /// `syncPeriod`: how often the tables are replaced in full to repair drift (default 30s).
+    #[arg(long, value_name = "DURATION")]
+    pub sync_period: Option<String>,
+    /// `healthzBindAddress`: /healthz and /livez (default 0.0.0.0:10256; empty disables).
+    #[arg(long, value_name = "ADDRESS")]
+    pub healthz_bind_address: Option<String>,
+    /// `metricsBindAddress`: /metrics and /proxyMode (default 127.0.0.1:10249; empty disables).
+    #[arg(long, value_name = "ADDRESS")]
+    pub metrics_bind_address: Option<String>,
+}
+
+impl SettingsArgs {
+    /// The configuration in effect: the file, overridden by the flags, over the defaults.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        let flags = Settings {
+            mode: self.proxy_mode.clone(),
+            hostname_override: self.hostname_override.clone(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_port_addresses: self.nodeport_addresses.clone().map(|a| vec![a]),
+            masquerade_all: self.masquerade_all.then_some(true),
+            min_sync_period: self.min_sync_period.clone(),
+            sync_period: self.sync_period.clone(),
+            healthz_bind_address: self.healthz_bind_address.clone(),
+            metrics_bind_address: self.metrics_bind_address.clone(),
+            ..Settings::default()
+        };
+        file.overridden_by(flags).resolve()
+    }
 }
 
 /// `kproxy debug render`.

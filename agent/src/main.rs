@@ -1,17 +1,21 @@
 //! `kproxy`: the node agent that programs Kubernetes Services into the kernel with nftables.
 //!
 //! The binary is the imperative shell around the pure `kproxy-rules` crate: it parses the
-//! command line ([`cli`]), reads the inputs ([`manifests`]), asks the rules crate for the
-//! desired ruleset ([`plan`]) and hands the transaction to the kernel ([`dataplane`]).
+//! command line ([`cli`]), reads the inputs ([`sources`]), loads [`config`], asks the rules crate for the
+//! desired ruleset ([`plan`]) and hands the transactions to the kernel ([`dataplane`]) in the [`sync`] loop, and
+//! reports health and metrics ([`serve`]).
 //! [`commands`] holds one module per subcommand. Parsing the command line touches neither the
 //! network nor the kernel; a usage error prints one line and exits 64.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod commands;
+mod config;
 mod dataplane;
-mod manifests;
 mod plan;
+mod serve;
+mod sources;
+mod sync;
 
 use std::process::ExitCode;
 

@@ -1,14 +1,14 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod cleanup;
+mod debug;
 mod render;
 mod run;
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use kproxy_rules::NodeContext;
-
-use crate::cli::{Command, DebugCommand, SourceArgs};
+use crate::cli::{Command, DebugCommand};
 
 /// Runs a parsed command to completion.
 pub fn run(command: Command) -> ExitCode {
@@ -23,16 +23,37 @@ pub fn run(command: Command) -> ExitCode {
         match command {
             Command::Run(args) => run::run(args).await,
             Command::Debug(DebugCommand::Render(args)) => render::render(&args),
+            Command::Debug(DebugCommand::Config(args)) => debug::config(&args),
+            Command::Debug(DebugCommand::Rbac) => debug::rbac(),
             Command::Cleanup(args) => cleanup::cleanup(&args).await,
         }
     })
 }
 
-/// The node the rules are planned for: `--hostname-override`, else the host name, lower-cased
-/// as kube-proxy does.
-fn node_context(source: &SourceArgs) -> NodeContext {
-    let name = source.hostname_override.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
-    });
-    NodeContext { node_name: name.to_lowercase() }
+/// The node's name: the override, else the host name, lower-cased as kube-proxy does.
+fn node_name(hostname_override: Option<&str>) -> String {
+    let name = match hostname_override {
+        Some(name) => name.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    };
+    name.to_lowercase()
+}
+
+/// A client for the API server: from `kubeconfig` when given, else the in-cluster service
+/// account.
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::incluster()
+            .map_err(|e| format!("no in-cluster configuration ({e}); pass --kubeconfig or --manifests"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("cannot create the API client: {e}"))
 }

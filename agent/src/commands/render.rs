@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use kproxy_rules::nft::{Listing, Transaction};
 
 use crate::cli::{RenderArgs, RenderFormat};
-use crate::manifests::ManifestFiles;
 use crate::plan::plan;
+use crate::sources::manifests::ManifestFiles;
 
 /// Prints the transaction (or listing) to stdout and every skipped object to stderr; exits 1
 /// when an object had to be skipped, so that scripts can tell.
@@ -18,7 +18,9 @@ pub fn render(args: &RenderArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let plan = plan(&files.parse(), &super::node_context(&args.source));
+    let node =
+        kproxy_rules::NodeContext { node_name: super::node_name(args.source.hostname_override.as_deref()) };
+    let plan = plan(&files.parse(), &node);
     match args.format {
         RenderFormat::Nft => print!("{}", Transaction::replace(&plan.ruleset)),
         RenderFormat::Listing => print!("{}", Listing(&plan.ruleset)),

@@ -1,0 +1,161 @@
+//! The Kubernetes API as a [`Source`]: kube-rs reflectors for Services, EndpointSlices and this
+//! node's Node.
+//!
+//! Services and EndpointSlices are watched with kube-proxy's label selector, so the API server
+//! filters out objects that belong to another service proxy or are headless. Each reflector
+//! runs in its own task and keeps a [`Store`]; the sync loop reads the stores. When the API
+//! server goes away the stores keep their last state (so do the rules), the watchers retry with
+//! backoff, and a relist that shows changes wakes the sync loop like any other event.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio::sync::Notify;
+
+use super::{Changes, Located, Origin, Snapshot, Source};
+use kproxy_rules::k8s::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
+
+/// The label selector kube-proxy lists Services and EndpointSlices with.
+pub fn proxied_objects_selector() -> String {
+    format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}")
+}
+
+/// The API access the agent needs, as RBAC rules: (API group, resource, verbs). The daemonset's
+/// ClusterRole must grant exactly this; `kproxy debug rbac` prints it.
+pub const API_ACCESS: &[(&str, &str, &[&str])] = &[
+    ("", "services", &["get", "list", "watch"]),
+    ("", "nodes", &["get", "list", "watch"]),
+    ("discovery.k8s.io", "endpointslices", &["get", "list", "watch"]),
+];
+
+/// Counts events per kind and wakes the sync loop.
+#[derive(Default)]
+struct ChangeCounter {
+    services: AtomicU64,
+    endpoint_slices: AtomicU64,
+    node: AtomicU64,
+    notify: Notify,
+}
+
+/// The API server's view of this node's Services, EndpointSlices and Node.
+pub struct KubeSource {
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    node: Store<Node>,
+    changes: Arc<ChangeCounter>,
+}
+
+/// Which counter an object kind bumps.
+#[derive(Clone, Copy)]
+enum Kind {
+    Service,
+    EndpointSlice,
+    Node,
+}
+
+impl KubeSource {
+    /// Starts watching through `client`; `node_name` selects the Node object.
+    pub fn start(client: Client, node_name: &str) -> KubeSource {
+        let proxied = watcher::Config::default().labels(&proxied_objects_selector());
+        let this_node = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+        KubeSource::from_streams(
+            watcher(Api::<Service>::all(client.clone()), proxied.clone()).default_backoff(),
+            watcher(Api::<EndpointSlice>::all(client.clone()), proxied).default_backoff(),
+            watcher(Api::<Node>::all(client), this_node).default_backoff(),
+        )
+    }
+
+    /// A source fed by arbitrary watch streams: the API's, or scripted ones in tests.
+    pub fn from_streams(
+        services: impl Stream<Item = watcher::Result<watcher::Event<Service>>> + Send + 'static,
+        endpoint_slices: impl Stream<Item = watcher::Result<watcher::Event<EndpointSlice>>> + Send + 'static,
+        node: impl Stream<Item = watcher::Result<watcher::Event<Node>>> + Send + 'static,
+    ) -> KubeSource {
+        let changes = Arc::new(ChangeCounter::default());
+        KubeSource {
+            services: reflect(services, Kind::Service, &changes),
+            endpoint_slices: reflect(endpoint_slices, Kind::EndpointSlice, &changes),
+            node: reflect(node, Kind::Node, &changes),
+            changes,
+        }
+    }
+}
+
+/// Runs a reflector for one kind in its own task and returns its store.
+fn reflect<K>(
+    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    kind: Kind,
+    changes: &Arc<ChangeCounter>,
+) -> Store<K>
+where
+    K: Resource + Clone + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    let (store, writer): (Store<K>, Writer<K>) = reflector::store();
+    let changes = Arc::clone(changes);
+    let events = stream.reflect(writer);
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let counter = match kind {
+                Kind::Service => &changes.services,
+                Kind::EndpointSlice => &changes.endpoint_slices,
+                Kind::Node => &changes.node,
+            };
+            match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    changes.notify.notify_one();
+                }
+                Ok(watcher::Event::InitDone) => changes.notify.notify_one(),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Err(e) => tracing::warn!("watch failed, retrying with backoff: {e}"),
+            }
+        }
+    });
+    store
+}
+
+impl Source for KubeSource {
+    async fn ready(&mut self) {
+        let ended = |kind: &str| tracing::error!("the {kind} watch ended before its first listing");
+        if self.services.wait_until_ready().await.is_err() {
+            ended("Service");
+        }
+        if self.endpoint_slices.wait_until_ready().await.is_err() {
+            ended("EndpointSlice");
+        }
+        if self.node.wait_until_ready().await.is_err() {
+            ended("Node");
+        }
+    }
+
+    async fn changed(&mut self) -> Changes {
+        self.changes.notify.notified().await;
+        Changes {
+            services: self.changes.services.swap(0, Ordering::Relaxed),
+            endpoint_slices: self.changes.endpoint_slices.swap(0, Ordering::Relaxed),
+            node: self.changes.node.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.state().into_iter().map(from_api).collect(),
+            endpoint_slices: self.endpoint_slices.state().into_iter().map(from_api).collect(),
+            node: self.node.state().into_iter().next(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+fn from_api<T>(object: T) -> Located<T> {
+    Located { origin: Origin::Api, object }
+}

@@ -1,0 +1,231 @@
+//! The manifests source: Services and EndpointSlices read from a directory of YAML files.
+//!
+//! Reading ([`ManifestFiles::read`]) and parsing ([`ManifestFiles::parse`]) are separate so that
+//! the source can tell cheaply whether anything changed. Every problem names the file, the
+//! document and, where known, the object; a bad document never hides the good ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Changes, InputError, Located, Origin, Snapshot, Source};
+
+/// The directory itself could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read manifests directory {}: {source}", dir.display())]
+pub struct ReadDirError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The manifest files of a directory with their contents, in file-name order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ManifestFiles {
+    files: Vec<(PathBuf, Result<String, String>)>,
+}
+
+impl ManifestFiles {
+    /// Reads every `*.yaml` and `*.yml` file directly in `dir`, except hidden ones (editors and
+    /// ConfigMap volumes keep scratch copies under dot-names). A file that cannot be read is
+    /// kept as an error for [`ManifestFiles::parse`] to report.
+    pub fn read(dir: &Path) -> Result<ManifestFiles, ReadDirError> {
+        let error = |source| ReadDirError { dir: dir.to_path_buf(), source };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(error)? {
+            let path = entry.map_err(error)?.path();
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            let manifest = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+            if !hidden && manifest && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let files = paths
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                (path, text)
+            })
+            .collect();
+        Ok(ManifestFiles { files })
+    }
+
+    /// Parses every document: Services (`v1`) and EndpointSlices (`discovery.k8s.io/v1`), also
+    /// inside `kind: List`; other kinds are skipped silently, as `kubectl get -o yaml` output
+    /// and application manifests mix them in.
+    pub fn parse(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (file, text) in &self.files {
+            let file_error = |message: String| InputError { location: file.display().to_string(), message };
+            let text = match text {
+                Ok(text) => text,
+                Err(e) => {
+                    snapshot.errors.push(file_error(format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+                Ok(documents) => documents,
+                Err(e) => {
+                    snapshot.errors.push(file_error(format!("not valid YAML: {e}")));
+                    continue;
+                }
+            };
+            for (index, document) in documents.into_iter().enumerate() {
+                add_document(
+                    &mut snapshot,
+                    Origin::File { file: file.clone(), document: index + 1 },
+                    document,
+                );
+            }
+        }
+        snapshot
+    }
+}
+
+/// Adds one document's object (a list's objects) to the snapshot, or the reason it cannot.
+fn add_document(snapshot: &mut Snapshot, origin: Origin, document: Value) {
+    if document.is_null() {
+        return;
+    }
+    if !document.is_object() {
+        let message = "not a Kubernetes object (a YAML mapping with apiVersion and kind)".into();
+        snapshot.errors.push(InputError { location: origin.to_string(), message });
+        return;
+    }
+    let field = |name: &str| document.get(name).and_then(Value::as_str).unwrap_or("").to_string();
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = document
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(|n| format!(" {kind} {n}"))
+        .unwrap_or_default();
+    let error = |message: String| InputError { location: format!("{origin}:{name}"), message };
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => match serde_json::from_value(document) {
+            Ok(object) => snapshot.services.push(Located { origin, object: Arc::new(object) }),
+            Err(e) => snapshot.errors.push(error(format!("not a valid Service: {e}"))),
+        },
+        ("discovery.k8s.io/v1", "EndpointSlice") => match serde_json::from_value(document) {
+            Ok(object) => snapshot.endpoint_slices.push(Located { origin, object: Arc::new(object) }),
+            Err(e) => snapshot.errors.push(error(format!("not a valid EndpointSlice: {e}"))),
+        },
+        (_, "List" | "ServiceList" | "EndpointSliceList") => {
+            if let Some(Value::Array(items)) = document.get("items") {
+                for item in items.clone() {
+                    add_document(snapshot, origin.clone(), item);
+                }
+            }
+        }
+        (_, "") => snapshot.errors.push(error("has no kind".into())),
+        _ => {
+            tracing::debug!(%origin, %api_version, %kind, "skipping an object of a kind kproxy does not read")
+        }
+    }
+}
+
+/// A manifests directory as a [`Source`], read again every `interval`.
+pub struct ManifestSource {
+    dir: PathBuf,
+    interval: Duration,
+    files: Option<ManifestFiles>,
+    read_error: Option<String>,
+}
+
+impl ManifestSource {
+    /// Watches `dir`, reading it every `interval`.
+    pub fn new(dir: PathBuf, interval: Duration) -> ManifestSource {
+        ManifestSource { dir, interval, files: None, read_error: None }
+    }
+
+    /// Reads the directory and reports whether its files differ from the last reading. A
+    /// directory that cannot be read is logged once and changes nothing: the rules stay.
+    fn poll(&mut self) -> bool {
+        match ManifestFiles::read(&self.dir) {
+            Ok(files) => {
+                self.read_error = None;
+                if self.files.as_ref() == Some(&files) {
+                    return false;
+                }
+                self.files = Some(files);
+                true
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.read_error.as_ref() != Some(&message) {
+                    tracing::error!("{message}; keeping the rules in place");
+                    self.read_error = Some(message);
+                }
+                false
+            }
+        }
+    }
+}
+
+impl Source for ManifestSource {
+    async fn ready(&mut self) {
+        while !self.poll() && self.files.is_none() {
+            tokio::time::sleep(self.interval).await;
+        }
+    }
+
+    async fn changed(&mut self) -> Changes {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if self.poll() {
+                return Changes { services: 1, endpoint_slices: 1, node: 0 };
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.files.as_ref().map(ManifestFiles::parse).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Snapshot {
+        ManifestFiles { files: vec![(PathBuf::from("m.yaml"), Ok(text.into()))] }.parse()
+    }
+
+    #[test]
+    fn parse_should_read_services_and_slices_from_multi_document_files_and_lists() {
+        let m = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: 10.96.0.1}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\n\
+             apiVersion: v1\nkind: List\nitems:\n- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  \
+             metadata: {name: a-1}\n  addressType: IPv4\n  endpoints: []\n---\n",
+        );
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.endpoint_slices.len(), 1);
+        assert!(matches!(m.endpoint_slices[0].origin, Origin::File { document: 3, .. }));
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+    }
+
+    #[test]
+    fn parse_should_name_file_document_and_object_of_a_malformed_object() {
+        let m = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec: {ports: [{port: eighty}]}\n",
+        );
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.errors.len(), 1);
+        let message = m.errors[0].to_string();
+        assert!(message.starts_with("m.yaml: document 2: Service bad: not a valid Service:"), "{message}");
+    }
+
+    #[test]
+    fn parse_should_report_a_file_that_is_not_yaml() {
+        let m = parse("kind: Service\n  bad: [indent\n");
+        assert_eq!(m.errors.len(), 1);
+        assert!(m.errors[0].to_string().starts_with("m.yaml: not valid YAML"), "{}", m.errors[0]);
+    }
+}

@@ -1,0 +1,272 @@
+//! The sync loop: wait for a reason, take a snapshot, plan, diff against what the kernel
+//! holds, apply, publish the outcome.
+//!
+//! * The first sync waits until the source is ready (never an empty ruleset at start) and is a
+//!   full one: kproxy's tables are replaced atomically.
+//! * Later syncs are incremental: the transaction carries only what changed. A failed
+//!   transaction leaves the previous rules in place and makes the next sync full; it is
+//!   retried after a short delay.
+//! * Syncs are at least `min_sync_period` apart: changes arriving in between coalesce into the
+//!   next one, so a burst of a thousand endpoint changes costs a handful of syncs, while a
+//!   single change after a quiet spell is programmed at once.
+//! * Every `sync_period` the tables are replaced in full, which repairs drift (a table edited
+//!   or deleted by hand).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::jiff::Timestamp;
+use kproxy_rules::NodeContext;
+use kproxy_rules::nft::{self, Ruleset, Transaction};
+use tokio::time::{Instant, sleep_until};
+
+use crate::dataplane::Dataplane;
+use crate::plan::plan;
+use crate::serve::Status;
+use crate::sources::{Changes, InputError, Snapshot, Source};
+
+/// How long a failed transaction waits before it is tried again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The EndpointSlice annotation the network programming latency is measured from.
+const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The loop's timing.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncSettings {
+    /// The least time between the starts of two syncs.
+    pub min_sync_period: Duration,
+    /// How often the tables are replaced in full.
+    pub sync_period: Duration,
+}
+
+/// Why a sync runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Start,
+    Changed,
+    Periodic,
+    Retry,
+}
+
+/// What kind of transaction a sync sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncKind {
+    /// kproxy's tables replaced atomically.
+    Full,
+    /// Only what changed.
+    Incremental,
+}
+
+impl SyncKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncKind::Full => "full",
+            SyncKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// The loop and its memory of what the kernel holds.
+pub struct SyncLoop<S, D> {
+    source: S,
+    dataplane: D,
+    node: NodeContext,
+    settings: SyncSettings,
+    status: Arc<Status>,
+    /// What the kernel holds, when the last transaction succeeded; `None` forces a full sync.
+    applied: Option<Ruleset>,
+    last_sync: Option<Instant>,
+    retry_at: Option<Instant>,
+    /// The input errors last logged, so that a lasting problem is logged once.
+    logged_errors: Vec<InputError>,
+    /// The trigger time last seen per EndpointSlice; `None` until the first sync.
+    trigger_times: Option<HashMap<String, String>>,
+}
+
+impl<S: Source, D: Dataplane> SyncLoop<S, D> {
+    /// A loop that programs `dataplane` from `source` for `node`.
+    pub fn new(
+        source: S,
+        dataplane: D,
+        node: NodeContext,
+        settings: SyncSettings,
+        status: Arc<Status>,
+    ) -> Self {
+        SyncLoop {
+            source,
+            dataplane,
+            node,
+            settings,
+            status,
+            applied: None,
+            last_sync: None,
+            retry_at: None,
+            logged_errors: Vec::new(),
+            trigger_times: None,
+        }
+    }
+
+    /// Runs until `shutdown` resolves; the rules stay as they are.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        tokio::select! {
+            () = self.source.ready() => {}
+            () = &mut shutdown => return,
+        }
+        tracing::info!("caches ready; programming the first sync");
+        let mut reason = Some(Reason::Start);
+        let mut next_full = Instant::now() + self.settings.sync_period;
+        loop {
+            let reason_now = match reason.take() {
+                Some(r) => r,
+                None => {
+                    let retry_at = self.retry_at;
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => return,
+                        changes = self.source.changed() => {
+                            self.record_changes(changes);
+                            Reason::Changed
+                        }
+                        () = sleep_until(retry_at.unwrap_or(next_full)), if retry_at.is_some() => Reason::Retry,
+                        () = sleep_until(next_full) => Reason::Periodic,
+                    }
+                }
+            };
+            if let Some(last) = self.last_sync {
+                tokio::select! {
+                    () = sleep_until(last + self.settings.min_sync_period) => {}
+                    () = &mut shutdown => return,
+                }
+            }
+            let full = matches!(reason_now, Reason::Start | Reason::Periodic) || self.applied.is_none();
+            self.sync(full).await;
+            if full {
+                next_full = Instant::now() + self.settings.sync_period;
+            }
+        }
+    }
+
+    fn record_changes(&self, changes: Changes) {
+        let metrics = &self.status.metrics;
+        metrics.service_changes.inc_by(changes.services);
+        metrics.endpoint_changes.inc_by(changes.endpoint_slices);
+        metrics.last_queued_timestamp.set(unix_seconds());
+        self.status.health.queued(Timestamp::now());
+    }
+
+    /// One sync: snapshot, plan, transaction, apply, publish.
+    async fn sync(&mut self, full: bool) {
+        let started = Instant::now();
+        self.last_sync = Some(started);
+        let snapshot = self.source.snapshot();
+        self.status.health.set_node(snapshot.node.as_deref());
+        let plan = plan(&snapshot, &self.node);
+        self.log_new_errors(&plan.errors);
+        let plan_time = started.elapsed();
+
+        let (kind, changes, cleanup) = match (&self.applied, full) {
+            (Some(applied), false) => match nft::diff(applied, &plan.ruleset) {
+                Some(update) => (SyncKind::Incremental, update.changes, update.cleanup),
+                None => (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default()),
+            },
+            _ => (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default()),
+        };
+
+        let apply_started = Instant::now();
+        if !changes.is_empty()
+            && let Err(e) = self.dataplane.apply(&changes).await
+        {
+            tracing::error!(kind = kind.as_str(), "sync failed, the previous rules stay in place: {e}");
+            self.status.metrics.sync_failures.inc();
+            self.applied = None;
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return;
+        }
+        let mut applied = Some(plan.ruleset);
+        if !cleanup.is_empty()
+            && let Err(e) = self.dataplane.apply(&cleanup).await
+        {
+            tracing::warn!("removing unused chains failed; the next sync is full: {e}");
+            applied = None;
+        }
+        let apply_time = apply_started.elapsed();
+        self.retry_at = None;
+
+        let metrics = &self.status.metrics;
+        let ruleset = applied.as_ref();
+        metrics.sync_duration.observe(started.elapsed().as_secs_f64());
+        metrics.last_sync_timestamp.set(unix_seconds());
+        metrics.services.set(gauge(plan.service_ports));
+        metrics.endpoints.set(gauge(plan.endpoints));
+        if let Some(ruleset) = ruleset {
+            metrics.chains.set(gauge(ruleset.tables.iter().map(|t| t.chains.len()).sum()));
+            metrics.elements.set(gauge(
+                ruleset.tables.iter().flat_map(|t| t.sets.values()).map(|s| s.elements.len()).sum(),
+            ));
+        }
+        let operations = changes.operations().len() + cleanup.operations().len();
+        metrics.last_transaction_operations.set(gauge(operations));
+        self.status.health.updated(Timestamp::now());
+        self.observe_programming_latency(&snapshot);
+        if operations > 0 {
+            tracing::info!(
+                kind = kind.as_str(),
+                plan_ms = plan_time.as_millis() as u64,
+                apply_ms = apply_time.as_millis() as u64,
+                operations,
+                elements = changes.element_count() + cleanup.element_count(),
+                service_ports = plan.service_ports,
+                endpoints = plan.endpoints,
+                "synced"
+            );
+        } else {
+            tracing::debug!("rules already up to date");
+        }
+        self.applied = applied;
+    }
+
+    fn log_new_errors(&mut self, errors: &[InputError]) {
+        if errors != self.logged_errors.as_slice() {
+            for error in errors.iter().filter(|e| !self.logged_errors.contains(e)) {
+                tracing::warn!("skipped: {error}");
+            }
+            self.logged_errors = errors.to_vec();
+        }
+    }
+
+    /// Observes, for every EndpointSlice whose trigger time is new since the last sync, how
+    /// long ago that change was triggered. The first sync only records the times: they may be
+    /// hours old, and were programmed by whoever ran before.
+    fn observe_programming_latency(&mut self, snapshot: &Snapshot) {
+        let now = Timestamp::now();
+        let first = self.trigger_times.is_none();
+        let seen = self.trigger_times.get_or_insert_with(HashMap::new);
+        for slice in &snapshot.endpoint_slices {
+            let meta = &slice.object.metadata;
+            let Some(time) = meta.annotations.as_ref().and_then(|a| a.get(TRIGGER_TIME_ANNOTATION)) else {
+                continue;
+            };
+            let key =
+                format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
+            if seen.get(&key) == Some(time) {
+                continue;
+            }
+            if !first && let Ok(triggered) = time.parse::<Timestamp>() {
+                let seconds = (now.as_millisecond() - triggered.as_millisecond()) as f64 / 1000.0;
+                self.status.metrics.network_programming_duration.observe(seconds.max(0.0));
+            }
+            seen.insert(key, time.clone());
+        }
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
