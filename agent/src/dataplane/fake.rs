@@ -1,7 +1,7 @@
 //! An in-memory kernel for tests: applies transactions with the kernel's rules
 //! ([`Ruleset::apply`]), keeps every transaction it was given, and fails on request.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kproxy_rules::nft::{Ruleset, Transaction};
 
@@ -18,7 +18,7 @@ pub struct FakeDataplane {
     pub fail_next: Mutex<usize>,
 }
 
-impl Dataplane for &FakeDataplane {
+impl Dataplane for Arc<FakeDataplane> {
     type Error = String;
 
     async fn apply(&self, tx: &Transaction) -> Result<(), String> {

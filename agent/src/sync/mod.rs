@@ -270,3 +270,6 @@ fn gauge(n: usize) -> i64 {
 fn unix_seconds() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests;
