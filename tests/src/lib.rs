@@ -28,6 +28,7 @@
 pub mod agent;
 pub mod client;
 pub mod command;
+pub mod forwarder;
 pub mod lab;
 pub mod manifest;
 pub mod netns;
@@ -43,4 +44,4 @@ pub use command::CommandOutput;
 pub use lab::{GATEWAY_IP, Lab, NODE_NAME, NODE_UPLINK_IP, POD_GATEWAY};
 pub use manifest::{Endpoint, EndpointPort, EndpointSlice, Manifest, ManifestDir, Service, ServicePort};
 pub use pod::Pod;
-pub use root::root_or_skip;
+pub use root::{root_or_skip, say_skipped};

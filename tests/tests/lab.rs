@@ -225,3 +225,38 @@ fn lab_should_show_hairpin_masquerade_and_rejects_under_reference_rules() {
     let outcome = lab.udp_request(lab.node_netns(), empty_udp, TIMEOUT);
     assert!(matches!(outcome, Err(ClientError::Denied)), "node UDP: {outcome:?}");
 }
+
+#[test]
+fn forwarder_should_carry_connections_from_the_node_namespace_and_go_down_on_request() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    if !kproxy_e2e::root_or_skip() {
+        return;
+    }
+    let lab = kproxy_e2e::Lab::new();
+    // An "API server" on the test's own loopback.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_address = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in upstream.incoming().flatten() {
+            let _ = stream.write_all(b"hello from upstream\n");
+        }
+    });
+    let forwarder = kproxy_e2e::forwarder::Forwarder::start(lab.node_netns(), 16443, upstream_address);
+    let local = forwarder.local_address();
+    let fetch = || {
+        lab.run_in(lab.node_netns(), move || {
+            let mut stream = TcpStream::connect_timeout(&local, std::time::Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok::<_, std::io::Error>(text)
+        })
+    };
+    assert_eq!(fetch().unwrap(), "hello from upstream\n");
+    forwarder.take_down();
+    assert!(fetch().map(|t| t.is_empty()).unwrap_or(true), "no answer while down");
+    forwarder.bring_back();
+    assert_eq!(fetch().unwrap(), "hello from upstream\n");
+}

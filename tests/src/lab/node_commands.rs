@@ -48,15 +48,28 @@ impl Lab {
     /// # Panics
     /// See [`Lab::start_kproxy`].
     pub fn start_kproxy_with(&self, manifests: &Path, extra: &[&str]) -> Agent {
-        let number = self.agents_started.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut arguments: Vec<OsString> = vec![
-            "run".into(),
-            "--manifests".into(),
-            manifests.into(),
-            "--hostname-override".into(),
-            NODE_NAME.into(),
-        ];
+        let mut arguments: Vec<OsString> = vec!["--manifests".into(), manifests.into()];
         arguments.extend(extra.iter().map(OsString::from));
+        self.start_agent(arguments)
+    }
+
+    /// Starts `kproxy run --kubeconfig <kubeconfig> --hostname-override node1` in the node
+    /// namespace, with `extra` arguments after the standard ones.
+    ///
+    /// # Panics
+    /// See [`Lab::start_kproxy`].
+    pub fn start_kproxy_with_kubeconfig(&self, kubeconfig: &Path, extra: &[&str]) -> Agent {
+        let mut arguments: Vec<OsString> = vec!["--kubeconfig".into(), kubeconfig.into()];
+        arguments.extend(extra.iter().map(OsString::from));
+        self.start_agent(arguments)
+    }
+
+    /// Starts `kproxy run <source arguments> --hostname-override node1` in the node namespace.
+    fn start_agent(&self, source: Vec<OsString>) -> Agent {
+        let number = self.agents_started.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut arguments: Vec<OsString> = vec!["run".into()];
+        arguments.extend(source);
+        arguments.extend(["--hostname-override".into(), NODE_NAME.into()]);
         let log_path = self.scratch_path().join(format!("kproxy-{number}.log"));
         let agent = Agent::start_new(&self.node, arguments, log_path);
         lock(&self.shared.agents).push(agent.shared());
