@@ -7,9 +7,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, ConfigError, Settings};
 
+/// The version `kproxy --version` prints: the crate version and the git commit.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KPROXY_GIT_COMMIT"), ")");
+
 /// kproxy: a kube-proxy replacement that programs Services with nftables.
 #[derive(Debug, Parser)]
-#[command(name = "kproxy", version, about, propagate_version = true)]
+#[command(name = "kproxy", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// How log lines are written to stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -37,7 +40,7 @@ pub enum Command {
     #[command(subcommand)]
     Debug(DebugCommand),
     /// Delete kproxy's nftables tables (`ip kproxy`, `ip6 kproxy`) and nothing else.
-    Cleanup(NftArgs),
+    Cleanup(CleanupArgs),
 }
 
 /// `kproxy debug …`.
@@ -68,6 +71,18 @@ pub struct NftArgs {
     /// The nft binary to run.
     #[arg(long, value_name = "PATH", default_value = "nft")]
     pub nft: PathBuf,
+}
+
+/// `kproxy cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// The nft binary.
+    #[command(flatten)]
+    pub nft: NftArgs,
+    /// Also delete the tables kube-proxy's nftables mode leaves behind (`ip kube-proxy`,
+    /// `ip6 kube-proxy`), for a node that ran kube-proxy before.
+    #[arg(long)]
+    pub kube_proxy: bool,
 }
 
 /// `kproxy run`.

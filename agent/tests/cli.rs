@@ -128,3 +128,12 @@ fn usage_errors_should_exit_64() {
     );
     assert_eq!(kproxy(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn version_should_name_the_version_and_the_git_commit() {
+    let out = kproxy(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(&format!("kproxy {} (commit ", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(!text.contains("(commit )"), "{text}");
+}

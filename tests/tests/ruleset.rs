@@ -67,3 +67,27 @@ fn cluster_ip_should_refuse_a_port_it_does_not_serve() {
         assert!(matches!(outcome, Err(ClientError::Refused)), "{protocol:?} to {other_port}: {outcome:?}");
     }
 }
+
+#[test]
+fn cleanup_with_kube_proxy_should_remove_kube_proxys_tables_and_leave_the_rest() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.nft_script(
+        "add table ip kube-proxy\nadd chain ip kube-proxy services\n\
+         add table ip6 kube-proxy\n\
+         add table inet foreign\nadd chain inet foreign input { type filter hook input priority 0; policy accept; }\n",
+    )
+    .expect_success();
+    let foreign = lab.nft(&["list", "table", "inet", "foreign"]).expect_success();
+    lab.kproxy(&["cleanup"]).expect_success();
+    assert!(
+        lab.nft(&["list", "table", "ip", "kube-proxy"]).success(),
+        "plain cleanup keeps kube-proxy's tables"
+    );
+    lab.kproxy(&["cleanup", "--kube-proxy"]).expect_success();
+    let tables = lab.nft(&["list", "tables"]).expect_success();
+    assert!(!tables.contains("kube-proxy"), "{tables}");
+    assert_eq!(lab.nft(&["list", "table", "inet", "foreign"]).expect_success(), foreign);
+}
