@@ -2,7 +2,7 @@
 //! problem tied back to where the object came from.
 
 use kproxy_rules::k8s::{self, Converted, ObjectError};
-use kproxy_rules::model::{self, NodeContext};
+use kproxy_rules::model::{self, NodeContext, ServicePortEndpoints};
 use kproxy_rules::nft::{self, Ruleset};
 
 use crate::sources::{InputError, Located, Snapshot};
@@ -14,10 +14,15 @@ pub struct Plan {
     pub ruleset: Ruleset,
     /// Inputs that could not be read, objects skipped as invalid, frontends claimed twice.
     pub errors: Vec<InputError>,
-    /// How many Service ports are programmed.
-    pub service_ports: usize,
-    /// How many endpoints those ports have, before selection.
-    pub endpoints: usize,
+    /// The Service ports programmed, with all their endpoints.
+    pub ports: Vec<ServicePortEndpoints>,
+}
+
+impl Plan {
+    /// How many endpoints the programmed ports have, before selection.
+    pub fn endpoint_count(&self) -> usize {
+        self.ports.iter().map(|p| p.endpoints.len()).sum()
+    }
 }
 
 /// Converts, joins and renders; an invalid object is reported and skipped, never fatal.
@@ -32,12 +37,7 @@ pub fn plan(snapshot: &Snapshot, node: &NodeContext) -> Plan {
             .iter()
             .map(|c| InputError { location: "frontend conflict".into(), message: c.to_string() }),
     );
-    Plan {
-        ruleset: nft::render(&joined.ports, node),
-        errors,
-        service_ports: joined.ports.len(),
-        endpoints: joined.ports.iter().map(|p| p.endpoints.len()).sum(),
-    }
+    Plan { ruleset: nft::render(&joined.ports, node), errors, ports: joined.ports }
 }
 
 fn convert<K, M>(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use common::{READY, node, plan, service, slice};
 use kproxy_rules::model::{
-    Conditions, Endpoint, Protocol, ServiceName, ServicePort, ServicePortEndpoints, ServicePortName,
+    Conditions, Endpoint, Protocol, ServiceInfo, ServiceName, ServicePort, ServicePortEndpoints,
+    ServicePortName,
 };
 use kproxy_rules::nft::{self, Operation, Ruleset, Transaction};
 use proptest::prelude::*;
@@ -26,6 +27,7 @@ fn service_port() -> impl Strategy<Value = ServicePortEndpoints> {
                 conditions: Conditions { ready, serving, terminating },
                 node_name: None,
                 zone: None,
+                hints: Default::default(),
             });
     (
         0u8..6,
@@ -50,7 +52,8 @@ fn service_port() -> impl Strategy<Value = ServicePortEndpoints> {
                         protocol,
                     },
                     port,
-                    cluster_ips: Arc::from(ips),
+                    node_port: None,
+                    service: Arc::new(ServiceInfo { cluster_ips: ips, ..ServiceInfo::default() }),
                 },
                 endpoints,
             }

@@ -120,7 +120,7 @@ proptest! {
             .filter_map(|s| match k8s::endpoint_slice(s) { Ok(Converted::Accepted(s)) => Some(s), _ => None })
             .collect();
         let joined = model::join(&services, &slices);
-        let ruleset = nft::render(&joined.ports, &NodeContext { node_name: "node1".into() });
+        let ruleset = nft::render(&joined.ports, &NodeContext::new("node1"));
         prop_assert_eq!(ruleset.validate(), Ok(()));
         let script = Transaction::replace(&ruleset).to_string();
         prop_assert!(script.lines().all(|l| l.matches('"').count() % 2 == 0), "unbalanced quotes in {}", script);

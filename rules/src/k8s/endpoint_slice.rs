@@ -4,7 +4,9 @@ use k8s_openapi::api::discovery::v1 as discovery;
 
 use super::fields::{Fields, ignored_by_labels};
 use super::{Converted, IgnoreReason, ObjectError, ObjectKind, Problem, SERVICE_NAME_LABEL};
-use crate::model::{Conditions, EndpointSlice, EndpointSlicePort, IpFamily, ServiceName, SliceEndpoint};
+use crate::model::{
+    Conditions, EndpointSlice, EndpointSlicePort, Hints, IpFamily, ServiceName, SliceEndpoint,
+};
 
 /// Converts an EndpointSlice, as kube-proxy's EndpointSlice cache does.
 ///
@@ -71,6 +73,20 @@ pub fn endpoint_slice(slice: &discovery::EndpointSlice) -> Result<Converted<Endp
                 },
                 node_name: endpoint.node_name.clone(),
                 zone: endpoint.zone.clone(),
+                hints: Hints {
+                    for_zones: endpoint
+                        .hints
+                        .iter()
+                        .flat_map(|h| h.for_zones.iter().flatten())
+                        .map(|z| z.name.clone())
+                        .collect(),
+                    for_nodes: endpoint
+                        .hints
+                        .iter()
+                        .flat_map(|h| h.for_nodes.iter().flatten())
+                        .map(|n| n.name.clone())
+                        .collect(),
+                },
             })
         })
         .collect::<Result<_, ObjectError>>()?;

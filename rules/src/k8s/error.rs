@@ -49,6 +49,11 @@ pub enum Problem {
         /// The offending text.
         value: String,
     },
+    /// Not a CIDR.
+    InvalidCidr {
+        /// The offending text.
+        value: String,
+    },
     /// A port outside 1–65535.
     PortOutOfRange {
         /// The offending number.
@@ -78,6 +83,7 @@ impl fmt::Display for Problem {
         match self {
             Problem::Missing => f.write_str("is missing"),
             Problem::InvalidIp { value } => write!(f, "{value:?} is not an IP address"),
+            Problem::InvalidCidr { value } => write!(f, "{value:?} is not a CIDR"),
             Problem::PortOutOfRange { value } => write!(f, "{value} is not a port (1-65535)"),
             Problem::UnknownProtocol { value } => {
                 write!(f, "{value:?} is not a protocol (TCP, UDP or SCTP)")

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1 as core;
 
+use ipnet::IpNet;
+
 use super::fields::{Fields, ignored_by_labels};
 use super::{Converted, IgnoreReason, ObjectError, ObjectKind, Problem};
-use crate::model::{Service, ServiceName, ServicePort, ServicePortName};
+use crate::model::{Service, ServiceInfo, ServiceName, ServicePort, ServicePortName, TrafficPolicy};
 
 /// Converts a Service, as kube-proxy's `ShouldSkipService` and service-port tracking do.
 ///
@@ -43,7 +45,8 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
             fields.ip(field, text)
         })
         .collect::<Result<_, _>>()?;
-    let cluster_ips: Arc<[IpAddr]> = cluster_ips.into();
+    let info = Arc::new(service_info(&fields, svc, spec, cluster_ips)?);
+    let exposes_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
 
     let name = ServiceName { namespace: fields.object.namespace.clone(), name: fields.object.name.clone() };
     let ports = spec
@@ -52,6 +55,12 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
         .flatten()
         .enumerate()
         .map(|(i, port)| {
+            let node_port = match port.node_port {
+                Some(n) if exposes_node_ports && n != 0 => {
+                    Some(fields.port(format!("spec.ports[{i}].nodePort"), n)?)
+                }
+                _ => None,
+            };
             Ok(ServicePort {
                 name: ServicePortName {
                     service: name.clone(),
@@ -60,11 +69,86 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
                         .protocol(format!("spec.ports[{i}].protocol"), port.protocol.as_deref())?,
                 },
                 port: fields.port(format!("spec.ports[{i}].port"), port.port)?,
-                cluster_ips: cluster_ips.clone(),
+                node_port,
+                service: Arc::clone(&info),
             })
         })
         .collect::<Result<_, ObjectError>>()?;
     Ok(Converted::Accepted(Service { name, ports }))
+}
+
+/// kube-proxy's default ClientIP affinity timeout: three hours.
+const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// The settings every port of the Service shares.
+fn service_info(
+    fields: &Fields,
+    svc: &core::Service,
+    spec: &core::ServiceSpec,
+    cluster_ips: Vec<IpAddr>,
+) -> Result<ServiceInfo, ObjectError> {
+    let external_ips = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, text)| fields.ip(format!("spec.externalIPs[{i}]"), text))
+        .collect::<Result<_, _>>()?;
+    let ingress =
+        svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let load_balancer_ips = ingress
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, ingress)| ingress.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|(i, ingress)| ingress.ip.as_deref().filter(|ip| !ip.is_empty()).map(|ip| (i, ip)))
+        .map(|(i, text)| fields.ip(format!("status.loadBalancer.ingress[{i}].ip"), text))
+        .collect::<Result<_, _>>()?;
+    let load_balancer_source_ranges = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, text)| {
+            text.trim().parse::<IpNet>().map_err(|_| {
+                fields.error(
+                    format!("spec.loadBalancerSourceRanges[{i}]"),
+                    Problem::InvalidCidr { value: text.clone() },
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let policy = |value: Option<&str>| {
+        if value == Some("Local") { TrafficPolicy::Local } else { TrafficPolicy::Cluster }
+    };
+    let external_policy = policy(spec.external_traffic_policy.as_deref());
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    let health_check_node_port = match spec.health_check_node_port {
+        Some(port)
+            if spec.type_.as_deref() == Some("LoadBalancer") && external_policy == TrafficPolicy::Local =>
+        {
+            Some(fields.port("spec.healthCheckNodePort", port)?)
+        }
+        _ => None,
+    };
+    Ok(ServiceInfo {
+        cluster_ips,
+        external_ips,
+        load_balancer_ips,
+        load_balancer_source_ranges,
+        external_policy,
+        internal_policy: policy(spec.internal_traffic_policy.as_deref()),
+        affinity_timeout,
+        health_check_node_port,
+    })
 }
 
 #[cfg(test)]
@@ -108,7 +192,7 @@ mod tests {
         let Ok(Converted::Accepted(service)) = service(&s) else { panic!("not accepted") };
         let ports: Vec<String> = service.ports.iter().map(|p| format!("{} {}", p.name, p.port)).collect();
         assert_eq!(ports, ["shop/web:http/tcp 80", "shop/web:dns/udp 53", "shop/web:sig/sctp 9"]);
-        assert_eq!(service.ports[0].cluster_ips.len(), 2);
+        assert_eq!(service.ports[0].service.cluster_ips.len(), 2);
     }
 
     #[test]

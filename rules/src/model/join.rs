@@ -12,8 +12,8 @@ use super::{Endpoint, EndpointSlice, Protocol, Service, ServiceName, ServicePort
 /// each of them, so the outcome never depends on the order objects arrived in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrontendConflict {
-    /// The contested frontend address.
-    pub address: IpAddr,
+    /// The contested frontend address; `None` for a node port.
+    pub address: Option<IpAddr>,
     /// Its protocol.
     pub protocol: Protocol,
     /// Its port.
@@ -25,10 +25,10 @@ pub struct FrontendConflict {
 impl fmt::Display for FrontendConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<String> = self.claimants.iter().map(ToString::to_string).collect();
+        let address = self.address.map_or_else(|| "node port".to_string(), |a| a.to_string());
         write!(
             f,
-            "frontend {} {}/{} is claimed by {}; none of them is programmed",
-            self.address,
+            "frontend {address} {}/{} is claimed by {}; none of them is programmed",
             self.port,
             self.protocol,
             names.join(", ")
@@ -92,13 +92,19 @@ pub fn join(services: &[Service], slices: &[EndpointSlice]) -> JoinedServices {
 
 /// Finds every frontend that more than one Service port claims.
 fn frontend_conflicts(ports: &[ServicePortEndpoints]) -> Vec<FrontendConflict> {
-    let mut claims: BTreeMap<(IpAddr, Protocol, u16), Vec<ServicePortName>> = BTreeMap::new();
+    let mut claims: BTreeMap<(Option<IpAddr>, Protocol, u16), Vec<ServicePortName>> = BTreeMap::new();
     for p in ports {
-        for address in p.port.cluster_ips.iter() {
+        let service = &p.port.service;
+        let addresses =
+            service.cluster_ips.iter().chain(&service.external_ips).chain(&service.load_balancer_ips);
+        for address in addresses {
             claims
-                .entry((*address, p.port.name.protocol, p.port.port))
+                .entry((Some(*address), p.port.name.protocol, p.port.port))
                 .or_default()
                 .push(p.port.name.clone());
+        }
+        if let Some(node_port) = p.port.node_port {
+            claims.entry((None, p.port.name.protocol, node_port)).or_default().push(p.port.name.clone());
         }
     }
     claims
@@ -114,14 +120,17 @@ fn frontend_conflicts(ports: &[ServicePortEndpoints]) -> Vec<FrontendConflict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Conditions, EndpointSlicePort, IpFamily, ServicePort, SliceEndpoint};
+    use crate::model::{Conditions, EndpointSlicePort, IpFamily, ServiceInfo, ServicePort, SliceEndpoint};
 
     fn name(ns: &str, n: &str) -> ServiceName {
         ServiceName { namespace: ns.into(), name: n.into() }
     }
 
     fn service(n: &str, ip: &str, ports: &[(&str, u16, Protocol)]) -> Service {
-        let cluster_ips: std::sync::Arc<[IpAddr]> = vec![ip.parse().unwrap()].into();
+        let info = std::sync::Arc::new(ServiceInfo {
+            cluster_ips: vec![ip.parse().unwrap()],
+            ..ServiceInfo::default()
+        });
         Service {
             name: name("default", n),
             ports: ports
@@ -133,7 +142,8 @@ mod tests {
                         protocol: *protocol,
                     },
                     port: *port,
-                    cluster_ips: cluster_ips.clone(),
+                    node_port: None,
+                    service: info.clone(),
                 })
                 .collect(),
         }
@@ -164,6 +174,7 @@ mod tests {
                     conditions: Conditions { ready: *ready, ..Conditions::READY },
                     node_name: None,
                     zone: None,
+                    hints: Default::default(),
                 })
                 .collect(),
         }

@@ -9,6 +9,7 @@ mod types;
 
 pub use join::{FrontendConflict, JoinedServices, join};
 pub use types::{
-    Conditions, Endpoint, EndpointSlice, EndpointSlicePort, IpFamily, NodeContext, Protocol, Service,
-    ServiceName, ServicePort, ServicePortEndpoints, ServicePortName, SliceEndpoint,
+    Conditions, Endpoint, EndpointSlice, EndpointSlicePort, Hints, IpFamily, NodeContext, Protocol, Service,
+    ServiceInfo, ServiceName, ServicePort, ServicePortEndpoints, ServicePortName, SliceEndpoint,
+    TrafficPolicy,
 };

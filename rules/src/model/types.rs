@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
+
 /// A transport protocol a Service port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -98,15 +100,55 @@ impl fmt::Display for ServicePortName {
     }
 }
 
-/// A Service port with its frontends: the cluster IPs it is reachable on.
+/// A Service port with its frontends: the Service's addresses at `port`, and its node port.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     /// The port's identity.
     pub name: ServicePortName,
     /// The port number clients connect to.
     pub port: u16,
-    /// The Service's cluster IPs (one per family in a dual-stack Service).
-    pub cluster_ips: Arc<[IpAddr]>,
+    /// The port on every node's addresses, for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+    /// What the Service's ports share: addresses and policies.
+    pub service: Arc<ServiceInfo>,
+}
+
+/// Whether traffic may go to endpoints on any node or only to this node's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TrafficPolicy {
+    /// Any ready endpoint, cluster-wide (the default).
+    #[default]
+    Cluster,
+    /// Only endpoints on this node; none there means the traffic is dropped.
+    Local,
+}
+
+/// The settings a Service's ports share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceInfo {
+    /// The cluster IPs (one per family in a dual-stack Service).
+    pub cluster_ips: Vec<IpAddr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip`, except those with `ipMode: Proxy`.
+    pub load_balancer_ips: Vec<IpAddr>,
+    /// `spec.loadBalancerSourceRanges`: who may reach the load-balancer IPs; empty means anyone.
+    pub load_balancer_source_ranges: Vec<IpNet>,
+    /// `spec.externalTrafficPolicy`, for node ports, external and load-balancer IPs.
+    pub external_policy: TrafficPolicy,
+    /// `spec.internalTrafficPolicy`, for the cluster IPs.
+    pub internal_policy: TrafficPolicy,
+    /// `sessionAffinity: ClientIP` with its timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// `spec.healthCheckNodePort`, for LoadBalancer Services with the Local external policy.
+    pub health_check_node_port: Option<u16>,
+}
+
+impl ServiceInfo {
+    /// Whether the Service has any frontend reached from outside the cluster.
+    pub fn has_external_frontends(&self, node_port: Option<u16>) -> bool {
+        node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()
+    }
 }
 
 /// A Service that kproxy proxies (headless and ExternalName Services never become one).
@@ -134,6 +176,15 @@ impl Conditions {
     pub const READY: Conditions = Conditions { ready: true, serving: true, terminating: false };
 }
 
+/// Topology hints of an endpoint: where the EndpointSlice controller wants it used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hints {
+    /// `hints.forZones[].name`.
+    pub for_zones: Vec<String>,
+    /// `hints.forNodes[].name`.
+    pub for_nodes: Vec<String>,
+}
+
 /// An endpoint as an EndpointSlice lists it: an address, no port yet.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SliceEndpoint {
@@ -145,6 +196,8 @@ pub struct SliceEndpoint {
     pub node_name: Option<String>,
     /// The zone it runs in, when the slice says.
     pub zone: Option<String>,
+    /// Its topology hints.
+    pub hints: Hints,
 }
 
 impl SliceEndpoint {
@@ -156,6 +209,7 @@ impl SliceEndpoint {
             conditions: self.conditions,
             node_name: self.node_name.clone(),
             zone: self.zone.clone(),
+            hints: self.hints.clone(),
         }
     }
 }
@@ -173,6 +227,8 @@ pub struct Endpoint {
     pub node_name: Option<String>,
     /// The zone it runs in, when the slice says.
     pub zone: Option<String>,
+    /// Its topology hints.
+    pub hints: Hints,
 }
 
 /// A port entry of an EndpointSlice: the target port for the Service port of the same name.
@@ -211,8 +267,24 @@ pub struct ServicePortEndpoints {
 }
 
 /// What the planner knows about the node it plans for.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeContext {
     /// The node's name (`--hostname-override`), matched against endpoints' `nodeName`.
     pub node_name: String,
+    /// The node's zone (`topology.kubernetes.io/zone`), matched against zone hints.
+    pub zone: Option<String>,
+    /// The addresses node ports are served on (`--nodeport-addresses`, resolved).
+    pub node_port_ips: Vec<IpAddr>,
+    /// The pod CIDRs (`--cluster-cidr`): traffic from elsewhere to a cluster IP is masqueraded,
+    /// and pods reaching an external frontend of a Local-policy Service get Cluster behaviour.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// `--masquerade-all`: masquerade all traffic to cluster IPs.
+    pub masquerade_all: bool,
+}
+
+impl NodeContext {
+    /// A node known by name only.
+    pub fn new(node_name: impl Into<String>) -> NodeContext {
+        NodeContext { node_name: node_name.into(), ..NodeContext::default() }
+    }
 }

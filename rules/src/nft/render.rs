@@ -37,8 +37,8 @@ fn render_table(ports: &[ServicePortEndpoints], node: &NodeContext, ip_family: I
         let port = &service_port.port;
         let protocol = port.name.protocol;
         let comment = names::port_comment(&port.name);
-        let selection = cluster_endpoints(&service_port.endpoints, ip_family);
-        for cluster_ip in port.cluster_ips.iter().filter(|ip| IpFamily::of(ip) == ip_family) {
+        let selection = cluster_endpoints(&service_port.endpoints, ip_family, node);
+        for cluster_ip in port.service.cluster_ips.iter().filter(|ip| IpFamily::of(ip) == ip_family) {
             table.add_element(
                 names::CLUSTER_IPS,
                 vec![Value::Addr(*cluster_ip)],

@@ -104,5 +104,5 @@ pub fn plan(services: &[core::Service], slices: &[discovery::EndpointSlice]) -> 
 
 /// The node the tests plan for.
 pub fn node() -> NodeContext {
-    NodeContext { node_name: "node1".into() }
+    NodeContext::new("node1")
 }
