@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod config;
 mod dataplane;
+mod node;
 mod plan;
 mod serve;
 mod sources;

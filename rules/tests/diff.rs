@@ -166,3 +166,15 @@ fn scaling_down_should_repoint_the_frontend_and_retire_the_unused_pick_chain() {
     assert!(text.contains("flush chain ip kproxy pick-tcp-3"), "{text}");
     assert_eq!(update.cleanup.to_string(), "delete chain ip kproxy pick-tcp-3\n");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn refresh_then_cleanup_should_give_exactly_the_desired_ruleset(a in cluster(), b in cluster()) {
+        let update = nft::diff(&a, &b).expect("same node");
+        let refreshed = a.apply(&Transaction::refresh(&b, &a)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let cleaned = refreshed.apply(&update.cleanup).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(cleaned, b);
+    }
+}

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use kproxy_rules::nft::{Listing, Transaction};
 
 use crate::cli::{RenderArgs, RenderFormat};
+use crate::config::Config;
+use crate::node::NodeSettings;
 use crate::plan::plan;
 use crate::sources::manifests::ManifestFiles;
 
@@ -18,8 +20,10 @@ pub fn render(args: &RenderArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let node = kproxy_rules::NodeContext::new(super::node_name(args.source.hostname_override.as_deref()));
-    let plan = plan(&files.parse(), &node);
+    let snapshot = files.parse();
+    let settings =
+        NodeSettings::new(super::node_name(args.source.hostname_override.as_deref()), &Config::default());
+    let plan = plan(&snapshot, &settings.context(settings.find(&snapshot.nodes)));
     match args.format {
         RenderFormat::Nft => print!("{}", Transaction::replace(&plan.ruleset)),
         RenderFormat::Listing => print!("{}", Listing(&plan.ruleset)),

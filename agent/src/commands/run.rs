@@ -3,12 +3,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kproxy_rules::NodeContext;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
-use crate::config::{Config, NodePortAddress};
 use crate::dataplane::nft::NftCli;
+use crate::node::NodeSettings;
 use crate::serve::health::Health;
 use crate::serve::metrics::Metrics;
 use crate::serve::{Status, http};
@@ -29,11 +28,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    warn_about_pending_settings(&config);
-    let node = NodeContext::new(super::node_name(config.hostname_override.as_deref()));
+    let node = NodeSettings::new(super::node_name(config.hostname_override.as_deref()), &config);
     let nft = NftCli::new(&args.nft.nft);
     match nft.version().await {
-        Ok(version) => tracing::info!(%version, node = %node.node_name, "starting"),
+        Ok(version) => tracing::info!(%version, node = %node.name, "starting"),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
@@ -75,7 +73,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let source = KubeSource::start(client, &node.node_name);
+            let source = KubeSource::start(client, &node.name);
             SyncLoop::new(source, nft, node, settings, status, outcomes).run(shutdown).await;
         }
     }
@@ -98,18 +96,4 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = interrupt.recv() => {}
         }
     })
-}
-
-/// Says which accepted settings have no effect on the dataplane yet.
-fn warn_about_pending_settings(config: &Config) {
-    let pending = [
-        ("clusterCIDR", !config.cluster_cidrs.is_empty()),
-        ("masqueradeAll", config.masquerade_all),
-        ("nodePortAddresses", config.node_port_addresses != [NodePortAddress::Primary]),
-    ];
-    for (key, set) in pending {
-        if set {
-            tracing::warn!("{key} is validated but not programmed yet: kproxy serves ClusterIP traffic only");
-        }
-    }
 }

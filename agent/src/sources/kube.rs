@@ -150,7 +150,7 @@ impl Source for KubeSource {
         Snapshot {
             services: self.services.state().into_iter().map(from_api).collect(),
             endpoint_slices: self.endpoint_slices.state().into_iter().map(from_api).collect(),
-            node: self.node.state().into_iter().next(),
+            nodes: self.node.state(),
             errors: Vec::new(),
         }
     }

@@ -1,4 +1,4 @@
-//! The manifests source: Services and EndpointSlices read from a directory of YAML files.
+//! The manifests source: Services, EndpointSlices and Nodes read from a directory of YAML files.
 //!
 //! Reading ([`ManifestFiles::read`]) and parsing ([`ManifestFiles::parse`]) are separate so that
 //! the source can tell cheaply whether anything changed. Every problem names the file, the
@@ -55,7 +55,7 @@ impl ManifestFiles {
         Ok(ManifestFiles { files })
     }
 
-    /// Parses every document: Services (`v1`) and EndpointSlices (`discovery.k8s.io/v1`), also
+    /// Parses every document: Services and Nodes (`v1`) and EndpointSlices (`discovery.k8s.io/v1`), also
     /// inside `kind: List`; other kinds are skipped silently, as `kubectl get -o yaml` output
     /// and application manifests mix them in.
     pub fn parse(&self) -> Snapshot {
@@ -114,6 +114,10 @@ fn add_document(snapshot: &mut Snapshot, origin: Origin, document: Value) {
         ("discovery.k8s.io/v1", "EndpointSlice") => match serde_json::from_value(document) {
             Ok(object) => snapshot.endpoint_slices.push(Located { origin, object: Arc::new(object) }),
             Err(e) => snapshot.errors.push(error(format!("not a valid EndpointSlice: {e}"))),
+        },
+        ("v1", "Node") => match serde_json::from_value(document) {
+            Ok(object) => snapshot.nodes.push(Arc::new(object)),
+            Err(e) => snapshot.errors.push(error(format!("not a valid Node: {e}"))),
         },
         (_, "List" | "ServiceList" | "EndpointSliceList") => {
             if let Some(Value::Array(items)) = document.get("items") {

@@ -60,8 +60,9 @@ pub struct Snapshot {
     pub services: Vec<Located<Arc<Service>>>,
     /// The EndpointSlices.
     pub endpoint_slices: Vec<Located<Arc<EndpointSlice>>>,
-    /// This node's Node object, when the source has one.
-    pub node: Option<Arc<Node>>,
+    /// Node objects: the API source watches only this node's, a manifests directory may hold
+    /// any.
+    pub nodes: Vec<Arc<Node>>,
     /// Inputs that could not be read.
     pub errors: Vec<InputError>,
 }

@@ -9,8 +9,8 @@
 //! * Syncs are at least `min_sync_period` apart: changes arriving in between coalesce into the
 //!   next one, so a burst of a thousand endpoint changes costs a handful of syncs, while a
 //!   single change after a quiet spell is programmed at once.
-//! * Every `sync_period` the tables are replaced in full, which repairs drift (a table edited
-//!   or deleted by hand).
+//! * Every `sync_period` every desired chain and set is rewritten in place, which repairs drift
+//!   (a table edited or deleted by hand) without losing session-affinity state.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use kproxy_rules::nft::{self, Ruleset, Transaction};
 use tokio::time::{Instant, sleep_until};
 
 use crate::dataplane::Dataplane;
+use crate::node::NodeSettings;
 use crate::plan::plan;
 use crate::serve::Status;
 use crate::sources::{Changes, InputError, Snapshot, Source};
@@ -53,7 +54,7 @@ pub type OutcomeReceiver = tokio::sync::watch::Receiver<Option<Arc<SyncOutcome>>
 pub struct SyncSettings {
     /// The least time between the starts of two syncs.
     pub min_sync_period: Duration,
-    /// How often the tables are replaced in full.
+    /// How often the tables are rewritten in full.
     pub sync_period: Duration,
 }
 
@@ -66,11 +67,14 @@ enum Reason {
     Retry,
 }
 
-/// What kind of transaction a sync sent.
+/// What kind of transaction a sync sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
-    /// kproxy's tables replaced atomically.
+    /// kproxy's tables replaced atomically: at start, and after a failure.
     Full,
+    /// Every desired chain and set rewritten in place, dynamic sets (affinity) kept: the
+    /// periodic sync that repairs drift.
+    Refresh,
     /// Only what changed.
     Incremental,
 }
@@ -79,6 +83,7 @@ impl SyncKind {
     fn as_str(self) -> &'static str {
         match self {
             SyncKind::Full => "full",
+            SyncKind::Refresh => "refresh",
             SyncKind::Incremental => "incremental",
         }
     }
@@ -88,7 +93,7 @@ impl SyncKind {
 pub struct SyncLoop<S, D> {
     source: S,
     dataplane: D,
-    node: NodeContext,
+    node: NodeSettings,
     settings: SyncSettings,
     status: Arc<Status>,
     /// What the kernel holds, when the last transaction succeeded; `None` forces a full sync.
@@ -108,7 +113,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
     pub fn new(
         source: S,
         dataplane: D,
-        node: NodeContext,
+        node: NodeSettings,
         settings: SyncSettings,
         status: Arc<Status>,
         outcomes: OutcomeSender,
@@ -161,9 +166,13 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
                     () = &mut shutdown => return,
                 }
             }
-            let full = matches!(reason_now, Reason::Start | Reason::Periodic) || self.applied.is_none();
-            self.sync(full).await;
-            if full {
+            let kind = match (reason_now, self.applied.is_some()) {
+                (Reason::Start, _) | (_, false) => SyncKind::Full,
+                (Reason::Periodic, true) => SyncKind::Refresh,
+                (Reason::Changed | Reason::Retry, true) => SyncKind::Incremental,
+            };
+            self.sync(kind).await;
+            if kind != SyncKind::Incremental {
                 next_full = Instant::now() + self.settings.sync_period;
             }
         }
@@ -178,21 +187,30 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
     }
 
     /// One sync: snapshot, plan, transaction, apply, publish.
-    async fn sync(&mut self, full: bool) {
+    async fn sync(&mut self, kind: SyncKind) {
         let started = Instant::now();
         self.last_sync = Some(started);
         let snapshot = self.source.snapshot();
-        self.status.health.set_node(snapshot.node.as_deref());
-        let plan = plan(&snapshot, &self.node);
+        let node_object = self.node.find(&snapshot.nodes);
+        self.status.health.set_node(node_object);
+        let node = self.node.context(node_object);
+        let plan = plan(&snapshot, &node);
         self.log_new_errors(&plan.errors);
         let plan_time = started.elapsed();
 
-        let (kind, changes, cleanup) = match (&self.applied, full) {
-            (Some(applied), false) => match nft::diff(applied, &plan.ruleset) {
+        let replace = || (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default());
+        let (kind, changes, cleanup) = match (&self.applied, kind) {
+            (Some(applied), SyncKind::Incremental) => match nft::diff(applied, &plan.ruleset) {
                 Some(update) => (SyncKind::Incremental, update.changes, update.cleanup),
-                None => (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default()),
+                None => replace(),
             },
-            _ => (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default()),
+            (Some(applied), SyncKind::Refresh) => match nft::diff(applied, &plan.ruleset) {
+                Some(update) => {
+                    (SyncKind::Refresh, Transaction::refresh(&plan.ruleset, applied), update.cleanup)
+                }
+                None => replace(),
+            },
+            _ => replace(),
         };
 
         let apply_started = Instant::now();
@@ -248,10 +266,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             tracing::debug!("rules already up to date");
         }
         self.applied = applied;
-        self.outcomes.send_replace(Some(Arc::new(SyncOutcome {
-            ports: Arc::new(plan.ports),
-            node: self.node.clone(),
-        })));
+        self.outcomes.send_replace(Some(Arc::new(SyncOutcome { ports: Arc::new(plan.ports), node })));
     }
 
     fn log_new_errors(&mut self, errors: &[InputError]) {

@@ -7,7 +7,6 @@ use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kproxy_rules::NodeContext;
 use kproxy_rules::nft::{Operation, Ruleset};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::oneshot;
@@ -85,7 +84,7 @@ impl Harness {
         let sync = SyncLoop::new(
             source,
             Arc::clone(&kernel),
-            NodeContext::new("node1"),
+            crate::node::NodeSettings::named("node1"),
             settings,
             Arc::clone(&status),
             tokio::sync::watch::channel(None).0,

@@ -26,6 +26,7 @@ pub fn endpoint_slice(slice: &discovery::EndpointSlice) -> Result<Converted<Endp
         .and_then(|l| l.get(SERVICE_NAME_LABEL))
         .filter(|name| !name.is_empty())
         .ok_or_else(|| fields.error(format!("metadata.labels[{SERVICE_NAME_LABEL}]"), Problem::Missing))?;
+    fields.name(format!("metadata.labels[{SERVICE_NAME_LABEL}]"), service, 63)?;
     let family = match slice.address_type.as_str() {
         "IPv4" => IpFamily::V4,
         "IPv6" => IpFamily::V6,

@@ -49,6 +49,11 @@ pub enum Problem {
         /// The offending text.
         value: String,
     },
+    /// Not a valid Kubernetes name (lower-case letters, digits, `-` and `.`).
+    InvalidName {
+        /// The offending text.
+        value: String,
+    },
     /// Not a CIDR.
     InvalidCidr {
         /// The offending text.
@@ -84,6 +89,7 @@ impl fmt::Display for Problem {
             Problem::Missing => f.write_str("is missing"),
             Problem::InvalidIp { value } => write!(f, "{value:?} is not an IP address"),
             Problem::InvalidCidr { value } => write!(f, "{value:?} is not a CIDR"),
+            Problem::InvalidName { value } => write!(f, "{value:?} is not a valid name (a-z, 0-9, '-', '.')"),
             Problem::PortOutOfRange { value } => write!(f, "{value} is not a port (1-65535)"),
             Problem::UnknownProtocol { value } => {
                 write!(f, "{value:?} is not a protocol (TCP, UDP or SCTP)")

@@ -28,9 +28,23 @@ impl Fields {
             object: ObjectRef { kind, namespace, name: meta.name.clone().unwrap_or_else(|| "?".into()) },
         };
         match meta.name.as_deref() {
-            Some(name) if !name.is_empty() => Ok(fields),
+            Some(name) if !name.is_empty() => {
+                fields.name("metadata.name", name, 253)?;
+                fields.name("metadata.namespace", &fields.object.namespace, 63)?;
+                Ok(fields)
+            }
             _ => Err(fields.error("metadata.name", Problem::Missing)),
         }
+    }
+
+    /// Checks a name against the API's character set (DNS subdomains and labels; port names
+    /// are a subset): kproxy builds nftables object names from them.
+    pub fn name(&self, field: impl Into<String>, text: &str, max: usize) -> Result<(), ObjectError> {
+        let valid = text.len() <= max
+            && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !text.starts_with(['-', '.'])
+            && !text.ends_with(['-', '.']);
+        if valid { Ok(()) } else { Err(self.error(field, Problem::InvalidName { value: text.into() })) }
     }
 
     /// An error about `field`.

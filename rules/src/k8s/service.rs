@@ -19,6 +19,7 @@ use crate::model::{Service, ServiceInfo, ServiceName, ServicePort, ServicePortNa
 /// missing field is an [`ObjectError`].
 pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
     let fields = Fields::new(ObjectKind::Service, &svc.metadata)?;
+    fields.name("metadata.name", &fields.object.name, 63)?;
     if let Some(reason) = ignored_by_labels(svc.metadata.labels.as_ref()) {
         return Ok(Converted::Ignored(reason));
     }
@@ -61,10 +62,14 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
                 }
                 _ => None,
             };
+            let port_name = port.name.clone().unwrap_or_default();
+            if !port_name.is_empty() {
+                fields.name(format!("spec.ports[{i}].name"), &port_name, 63)?;
+            }
             Ok(ServicePort {
                 name: ServicePortName {
                     service: name.clone(),
-                    port: port.name.clone().unwrap_or_default(),
+                    port: port_name,
                     protocol: fields
                         .protocol(format!("spec.ports[{i}].protocol"), port.protocol.as_deref())?,
                 },

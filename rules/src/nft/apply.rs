@@ -101,6 +101,12 @@ impl Ruleset {
                 let chain = table.chains.get_mut(chain).ok_or_else(|| not_found(format!("chain {chain}")))?;
                 chain.rules.clear();
             }
+            Operation::FlushSet { table, decl } => {
+                let table = self.table_mut(index, table)?;
+                let set =
+                    table.sets.get_mut(&decl.name).ok_or_else(|| not_found(format!("set {}", decl.name)))?;
+                set.elements.clear();
+            }
             Operation::DeleteChain { table, chain } => {
                 let table = self.table_mut(index, table)?;
                 let busy = ApplyError::Busy { index, object: format!("chain {chain}") };
@@ -172,7 +178,8 @@ fn set_is_referenced(table: &Table, set: &str) -> bool {
     table.chains.values().flat_map(|c| &c.rules).flat_map(|r| &r.statements).any(|s| match s {
         Statement::InSet { set: name, .. }
         | Statement::VerdictMap { map: name, .. }
-        | Statement::DnatMap { map: name, .. } => name == set,
+        | Statement::DnatMap { map: name, .. }
+        | Statement::UpdateSet { set: name, .. } => name == set,
         _ => false,
     })
 }

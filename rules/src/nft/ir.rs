@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::model::{IpFamily, Protocol};
 
 /// An nftables table family. kproxy keeps one table per IP family, as kube-proxy does.
@@ -176,8 +178,43 @@ pub enum Statement {
         /// The map's name.
         map: String,
     },
-    /// `masquerade`: rewrite the source to the outgoing interface's address.
+    /// `masquerade fully-random`: rewrite the source to the outgoing interface's address, with
+    /// a random source port (avoids the port-reuse races of sequential allocation).
     Masquerade,
+    /// `ip saddr { a, b }` (`!=` when `negate`): the source is (not) in one of the prefixes.
+    SaddrInPrefixes {
+        /// The prefixes.
+        prefixes: Vec<IpNet>,
+        /// Match sources outside the prefixes instead.
+        negate: bool,
+    },
+    /// `fib saddr type local`: the packet comes from one of this host's addresses.
+    FibSaddrLocal,
+    /// `meta mark set meta mark or <bits>`.
+    MarkSet(u32),
+    /// `meta mark & <bits> == 0`: none of the bits is set.
+    MarkClear(u32),
+    /// `meta mark set meta mark xor <bits>`: clears bits known to be set.
+    MarkToggle(u32),
+    /// `numgen random mod N vmap { 0 : goto a, … }`: goes to one of the chains at random.
+    NumgenVmap {
+        /// The chains, one per slot.
+        chains: Vec<String>,
+    },
+    /// `dnat <family> to <address>:<port>`: rewrite the destination to one endpoint.
+    DnatTo {
+        /// The endpoint address.
+        address: IpAddr,
+        /// The endpoint port.
+        port: u16,
+    },
+    /// `update @<set> { <key> }`: add the key to a dynamic set, or refresh its timeout.
+    UpdateSet {
+        /// The key.
+        key: Vec<Expr>,
+        /// The set.
+        set: String,
+    },
     /// `reject`: ICMP port-unreachable (UDP clients see ECONNREFUSED on their next call).
     Reject,
     /// `reject with tcp reset`: a TCP RST, so the client's connect fails with ECONNREFUSED at
@@ -263,6 +300,10 @@ pub struct SetDecl {
     pub data: Option<SetData>,
     /// A comment shown by `nft list`.
     pub comment: Option<String>,
+    /// For a set the datapath fills itself (`flags dynamic,timeout`): how long an element lives
+    /// without being refreshed, in seconds. Such a set's elements are the kernel's, never the
+    /// plan's: syncs leave them alone.
+    pub timeout: Option<u32>,
 }
 
 /// A named set or map with its elements, by key.

@@ -96,7 +96,38 @@ fn write_statement(f: &mut impl Write, family: Family, statement: &Statement) ->
             write_exprs(f, family, key)?;
             write!(f, " map @{map}")
         }
-        Statement::Masquerade => f.write_str("masquerade"),
+        Statement::Masquerade => f.write_str("masquerade fully-random"),
+        Statement::SaddrInPrefixes { prefixes, negate } => {
+            write!(f, "{} saddr {}{{ ", family.as_str(), if *negate { "!= " } else { "" })?;
+            for (i, prefix) in prefixes.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{}", prefix.trunc())?;
+            }
+            f.write_str(" }")
+        }
+        Statement::FibSaddrLocal => f.write_str("fib saddr type local"),
+        Statement::MarkSet(bits) => write!(f, "meta mark set meta mark or {bits:#x}"),
+        Statement::MarkClear(bits) => write!(f, "meta mark & {bits:#x} == 0"),
+        Statement::MarkToggle(bits) => write!(f, "meta mark set meta mark xor {bits:#x}"),
+        Statement::NumgenVmap { chains } => {
+            write!(f, "numgen random mod {} vmap {{ ", chains.len())?;
+            for (i, chain) in chains.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{i} : goto {chain}")?;
+            }
+            f.write_str(" }")
+        }
+        Statement::DnatTo { address: std::net::IpAddr::V4(a), port } => write!(f, "dnat ip to {a}:{port}"),
+        Statement::DnatTo { address: std::net::IpAddr::V6(a), port } => write!(f, "dnat ip6 to [{a}]:{port}"),
+        Statement::UpdateSet { key, set } => {
+            write!(f, "update @{set} {{ ")?;
+            write_exprs(f, family, key)?;
+            f.write_str(" }")
+        }
         Statement::Reject => f.write_str("reject"),
         Statement::RejectTcpReset => f.write_str("reject with tcp reset"),
         Statement::Verdict(verdict) => write_verdict(f, verdict),
@@ -153,6 +184,9 @@ pub fn write_set_decl_body(f: &mut impl Write, family: Family, decl: &SetDecl) -
         }
     }
     f.write_str(";")?;
+    if let Some(timeout) = decl.timeout {
+        write!(f, " flags dynamic,timeout; timeout {timeout}s;")?;
+    }
     if let Some(comment) = &decl.comment {
         f.write_char(' ')?;
         write_comment(f, comment)?;

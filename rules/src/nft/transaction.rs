@@ -69,6 +69,13 @@ pub enum Operation {
         /// The chain's name.
         chain: String,
     },
+    /// `flush set` / `flush map`: remove every element.
+    FlushSet {
+        /// The table.
+        table: TableRef,
+        /// The set's declaration.
+        decl: SetDecl,
+    },
     /// `delete chain`: the chain must exist, be empty and be referenced by nothing.
     DeleteChain {
         /// The table.
@@ -122,6 +129,44 @@ impl Transaction {
         tx
     }
 
+    /// A transaction that rewrites every desired chain and set in place, without deleting the
+    /// tables: the periodic full sync. It repairs drift (a table, chain, rule or element
+    /// deleted or changed by hand) while dynamic sets (session affinity) keep their entries.
+    /// Chains and sets of `previous` that are no longer desired are ensured and emptied, so
+    /// that the differ's cleanup transaction can delete them.
+    pub fn refresh(ruleset: &Ruleset, previous: &Ruleset) -> Transaction {
+        let mut tx = Transaction::default();
+        for table in &ruleset.tables {
+            let id = &table.id;
+            tx.operations.push(Operation::AddTable { table: id.clone(), comment: table.comment.clone() });
+            if let Some(old) = previous.tables.iter().find(|t| &t.id == id) {
+                for chain in old.chains.values().filter(|c| !table.chains.contains_key(&c.decl.name)) {
+                    tx.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
+                    tx.operations
+                        .push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
+                }
+                for set in old.sets.values().filter(|s| !table.sets.contains_key(&s.decl.name)) {
+                    tx.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
+                }
+            }
+            for chain in table.chains.values() {
+                tx.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
+            }
+            for set in table.sets.values() {
+                tx.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
+            }
+            for chain in table.chains.values() {
+                tx.operations
+                    .push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
+            }
+            for set in table.sets.values().filter(|s| s.decl.timeout.is_none()) {
+                tx.operations.push(Operation::FlushSet { table: id.clone(), decl: set.decl.clone() });
+            }
+            tx.add_contents(table);
+        }
+        tx
+    }
+
     /// Appends the operations that create `table` from nothing: declarations first, so that
     /// every rule and element finds the chains and sets it refers to.
     fn create(&mut self, table: &Table) {
@@ -133,6 +178,12 @@ impl Transaction {
         for set in table.sets.values() {
             self.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
         }
+        self.add_contents(table);
+    }
+
+    /// Appends every rule and every element of `table`, whose chains and sets exist.
+    fn add_contents(&mut self, table: &Table) {
+        let id = &table.id;
         for chain in table.chains.values() {
             for rule in &chain.rules {
                 self.operations.push(Operation::AddRule {
@@ -271,6 +322,9 @@ fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
         }
         Operation::FlushChain { table, chain } => {
             write!(f, "flush chain {} {} {chain}", table.family.as_str(), table.name)
+        }
+        Operation::FlushSet { table, decl } => {
+            write!(f, "flush {} {} {} {}", set_keyword(decl), table.family.as_str(), table.name, decl.name)
         }
         Operation::DeleteChain { table, chain } => {
             write!(f, "delete chain {} {} {chain}", table.family.as_str(), table.name)

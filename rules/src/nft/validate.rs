@@ -73,6 +73,13 @@ fn validate_table(table: &Table) -> Result<(), InvalidRuleset> {
                     }
                     continue;
                 }
+                Statement::NumgenVmap { chains } => {
+                    for target in chains {
+                        check_chain(&format!("chain {name}"), target)?;
+                    }
+                    continue;
+                }
+                Statement::UpdateSet { set, .. } => (set, SetKind::Set),
                 Statement::InSet { set, .. } => (set, SetKind::Set),
                 Statement::VerdictMap { map, .. } => (map, SetKind::VerdictMap),
                 Statement::DnatMap { map, .. } => (map, SetKind::DataMap),
