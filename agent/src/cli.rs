@@ -141,6 +141,10 @@ pub struct SettingsArgs {
     /// `syncPeriod`: how often the tables are replaced in full to repair drift (default 30s).
     #[arg(long, value_name = "DURATION")]
     pub sync_period: Option<String>,
+    /// `scheduler`: the default selection algorithm: random, rr, sh or maglev (default random;
+    /// a Service's `kproxy.io/scheduler` annotation overrides it).
+    #[arg(long, value_name = "SCHEDULER")]
+    pub scheduler: Option<String>,
     /// `healthzBindAddress`: /healthz and /livez (default 0.0.0.0:10256; empty disables).
     #[arg(long, value_name = "ADDRESS")]
     pub healthz_bind_address: Option<String>,
@@ -164,6 +168,7 @@ impl SettingsArgs {
             masquerade_all: self.masquerade_all.then_some(true),
             min_sync_period: self.min_sync_period.clone(),
             sync_period: self.sync_period.clone(),
+            scheduler: self.scheduler.clone(),
             healthz_bind_address: self.healthz_bind_address.clone(),
             metrics_bind_address: self.metrics_bind_address.clone(),
             ..Settings::default()

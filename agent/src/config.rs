@@ -10,6 +10,7 @@
 //! masqueradeAll: false
 //! minSyncPeriod: 1s
 //! syncPeriod: 30s
+//! scheduler: random
 //! healthzBindAddress: 0.0.0.0:10256
 //! metricsBindAddress: 127.0.0.1:10249
 //! hostnameOverride: node-a
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use kproxy_rules::sched::Scheduler;
 
 use crate::cli::parse_duration;
 
@@ -102,6 +105,10 @@ pub struct Config {
     /// `syncPeriod`: how often the tables are replaced in full, repairing any drift.
     #[serde(serialize_with = "serialize_duration")]
     pub sync_period: Duration,
+    /// `scheduler`: the selection algorithm of Services without a `kproxy.io/scheduler`
+    /// annotation (`random`, kube-proxy's, by default).
+    #[serde(serialize_with = "serialize_scheduler")]
+    pub scheduler: Scheduler,
     /// `healthzBindAddress`; `None` (an empty value) disables the server.
     pub healthz_bind_address: Option<SocketAddr>,
     /// `metricsBindAddress`; `None` (an empty value) disables the server.
@@ -119,6 +126,7 @@ impl Default for Config {
             masquerade_all: false,
             min_sync_period: Duration::from_secs(1),
             sync_period: Duration::from_secs(30),
+            scheduler: Scheduler::Random,
             healthz_bind_address: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
             metrics_bind_address: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
         }
@@ -127,6 +135,10 @@ impl Default for Config {
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{}ms", d.as_millis()))
+}
+
+fn serialize_scheduler<S: serde::Serializer>(scheduler: &Scheduler, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(scheduler.as_str())
 }
 
 /// The raw settings, as a file or the flags give them: every one optional, all text.
@@ -152,6 +164,8 @@ pub struct Settings {
     pub min_sync_period: Option<String>,
     /// `syncPeriod`.
     pub sync_period: Option<String>,
+    /// `scheduler`.
+    pub scheduler: Option<String>,
     /// `healthzBindAddress`.
     pub healthz_bind_address: Option<String>,
     /// `metricsBindAddress`.
@@ -192,6 +206,7 @@ impl Settings {
             masquerade_all: over.masquerade_all.or(self.masquerade_all),
             min_sync_period: over.min_sync_period.or(self.min_sync_period),
             sync_period: over.sync_period.or(self.sync_period),
+            scheduler: over.scheduler.or(self.scheduler),
             healthz_bind_address: over.healthz_bind_address.or(self.healthz_bind_address),
             metrics_bind_address: over.metrics_bind_address.or(self.metrics_bind_address),
         }
@@ -262,6 +277,16 @@ impl Settings {
             masquerade_all: self.masquerade_all.unwrap_or(defaults.masquerade_all),
             min_sync_period: duration("minSyncPeriod", self.min_sync_period, defaults.min_sync_period)?,
             sync_period: duration("syncPeriod", self.sync_period, defaults.sync_period)?,
+            scheduler: match self.scheduler.as_deref() {
+                None | Some("") => defaults.scheduler,
+                Some(text) => Scheduler::parse(text).ok_or_else(|| {
+                    invalid(
+                        "scheduler",
+                        text,
+                        "is not a scheduler of the nftables dataplane (random, rr, sh, maglev)",
+                    )
+                })?,
+            },
             healthz_bind_address: address(
                 "healthzBindAddress",
                 self.healthz_bind_address,

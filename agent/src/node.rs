@@ -24,6 +24,8 @@ pub struct NodeSettings {
     pub cluster_cidrs: Vec<IpNet>,
     /// `masqueradeAll`.
     pub masquerade_all: bool,
+    /// `scheduler`.
+    pub scheduler: kproxy_rules::sched::Scheduler,
 }
 
 impl NodeSettings {
@@ -34,6 +36,7 @@ impl NodeSettings {
             node_port_addresses: config.node_port_addresses.clone(),
             cluster_cidrs: config.cluster_cidrs.clone(),
             masquerade_all: config.masquerade_all,
+            scheduler: config.scheduler,
         }
     }
 
@@ -90,6 +93,7 @@ impl NodeSettings {
             node_port_ips,
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
+            default_scheduler: self.scheduler,
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct Plan {
     pub errors: Vec<InputError>,
     /// The Service ports programmed, with all their endpoints.
     pub ports: Vec<ServicePortEndpoints>,
+    /// Problems that did not keep an object out (an unknown scheduler, say).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -37,7 +39,8 @@ pub fn plan(snapshot: &Snapshot, node: &NodeContext) -> Plan {
             .iter()
             .map(|c| InputError { location: "frontend conflict".into(), message: c.to_string() }),
     );
-    Plan { ruleset: nft::render(&joined.ports, node), errors, ports: joined.ports }
+    let warnings = services.iter().flat_map(|s| s.warnings.iter().cloned()).collect();
+    Plan { ruleset: nft::render(&joined.ports, node), errors, ports: joined.ports, warnings }
 }
 
 fn convert<K, M>(

@@ -16,6 +16,7 @@
 pub mod k8s;
 pub mod model;
 pub mod nft;
+pub mod sched;
 pub mod select;
 
 pub use model::NodeContext;

@@ -213,3 +213,63 @@ fn rendered_frontends_should_still_diff_incrementally() {
     let after = a.apply(&update.changes).and_then(|r| r.apply(&update.cleanup)).unwrap();
     assert_eq!(after, b);
 }
+
+fn scheduled(scheduler: &str) -> core::Service {
+    let mut svc = service(
+        serde_json::json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+        serde_json::json!({}),
+    );
+    svc.metadata.annotations = Some([("kproxy.io/scheduler".to_string(), scheduler.to_string())].into());
+    svc
+}
+
+#[test]
+fn round_robin_should_give_each_service_port_its_own_counter() {
+    let ruleset = render(scheduled("rr"), &["10.244.1.5", "10.244.1.6", "10.244.1.7"], &[]);
+    let t = v4(&ruleset);
+    let chain = "rr-default/web/tcp/http";
+    assert_eq!(verdict_of(t, names::SERVICE_IPS, addr("10.96.0.10", 80)), goto(chain));
+    assert_eq!(
+        verdict_of(t, names::SERVICE_NODEPORTS, nodeport(30080)),
+        goto("rr-nodeport-default/web/tcp/http")
+    );
+    let Statement::DnatMap { key, .. } = &t.chains[chain].rules[0].statements[1] else { panic!("dnat") };
+    assert_eq!(key.last(), Some(&nft::Expr::NumgenInc { modulus: 3 }));
+}
+
+#[test]
+fn source_hash_should_hash_the_client_address_with_the_cluster_wide_seed() {
+    let ruleset = render(scheduled("sh"), &["10.244.1.5", "10.244.1.6"], &[]);
+    let t = v4(&ruleset);
+    assert_eq!(verdict_of(t, names::SERVICE_IPS, addr("10.96.0.10", 80)), goto("pick-sh-tcp-2"));
+    let Statement::DnatMap { key, .. } = &t.chains["pick-sh-tcp-2"].rules[0].statements[1] else {
+        panic!("dnat")
+    };
+    assert_eq!(key.last(), Some(&nft::Expr::SaddrHash { modulus: 2, seed: kproxy_rules::sched::HASH_SEED }));
+}
+
+#[test]
+fn maglev_should_program_its_lookup_table_as_slots() {
+    let ruleset = render(scheduled("maglev"), &["10.244.1.5", "10.244.1.6", "10.244.1.7"], &[]);
+    let t = v4(&ruleset);
+    assert_eq!(verdict_of(t, names::SERVICE_IPS, addr("10.96.0.10", 80)), goto("pick-maglev-tcp-509"));
+    let slots = t.sets["endpoints-tcp"]
+        .elements
+        .keys()
+        .filter(|k| k[0] == Value::Addr("10.96.0.10".parse().unwrap()))
+        .count();
+    assert_eq!(slots, 509, "a prime above 100 x 3 endpoints");
+    assert_eq!(t.sets["nodeport-endpoints-tcp"].elements.len(), 509);
+}
+
+#[test]
+fn unknown_scheduler_should_warn_and_fall_back_to_the_default() {
+    let svc = scheduled("lc");
+    let Ok(kproxy_rules::k8s::Converted::Accepted(model)) = kproxy_rules::k8s::service(&svc) else {
+        panic!("accepted")
+    };
+    assert_eq!(model.ports[0].service.scheduler, None);
+    assert!(model.warnings[0].contains("\"lc\" is not a scheduler"), "{:?}", model.warnings);
+    let ruleset = render(svc, &["10.244.1.5", "10.244.1.6"], &[]);
+    assert_eq!(verdict_of(v4(&ruleset), names::SERVICE_IPS, addr("10.96.0.10", 80)), goto("pick-tcp-2"));
+}

@@ -102,6 +102,8 @@ pub struct SyncLoop<S, D> {
     retry_at: Option<Instant>,
     /// The input errors last logged, so that a lasting problem is logged once.
     logged_errors: Vec<InputError>,
+    /// The warnings last logged, likewise.
+    logged_warnings: Vec<String>,
     /// The trigger time last seen per EndpointSlice; `None` until the first sync.
     trigger_times: Option<HashMap<String, String>>,
     /// Where each successful sync's outcome is published.
@@ -128,6 +130,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             last_sync: None,
             retry_at: None,
             logged_errors: Vec::new(),
+            logged_warnings: Vec::new(),
             trigger_times: None,
             outcomes,
         }
@@ -195,7 +198,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         self.status.health.set_node(node_object);
         let node = self.node.context(node_object);
         let plan = plan(&snapshot, &node);
-        self.log_new_errors(&plan.errors);
+        self.log_new_problems(&plan.errors, &plan.warnings);
         let plan_time = started.elapsed();
 
         let replace = || (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default());
@@ -269,13 +272,15 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         self.outcomes.send_replace(Some(Arc::new(SyncOutcome { ports: Arc::new(plan.ports), node })));
     }
 
-    fn log_new_errors(&mut self, errors: &[InputError]) {
-        if errors != self.logged_errors.as_slice() {
-            for error in errors.iter().filter(|e| !self.logged_errors.contains(e)) {
-                tracing::warn!("skipped: {error}");
-            }
-            self.logged_errors = errors.to_vec();
+    fn log_new_problems(&mut self, errors: &[InputError], warnings: &[String]) {
+        for error in errors.iter().filter(|e| !self.logged_errors.contains(e)) {
+            tracing::warn!("skipped: {error}");
         }
+        self.logged_errors = errors.to_vec();
+        for warning in warnings.iter().filter(|w| !self.logged_warnings.contains(w)) {
+            tracing::warn!("{warning}");
+        }
+        self.logged_warnings = warnings.to_vec();
     }
 
     /// Observes, for every EndpointSlice whose trigger time is new since the last sync, how

@@ -19,6 +19,8 @@ pub use service::service;
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Objects carrying this label belong to another service proxy (kube-proxy ignores them too).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// The annotation choosing a Service's scheduler (`random`, `rr`, `sh`, `maglev`).
+pub const SCHEDULER_ANNOTATION: &str = "kproxy.io/scheduler";
 /// Objects carrying this label are headless (kube-proxy ignores them too).
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
 

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1 as core;
 use ipnet::IpNet;
 
 use super::fields::{Fields, ignored_by_labels};
-use super::{Converted, IgnoreReason, ObjectError, ObjectKind, Problem};
+use super::{Converted, IgnoreReason, ObjectError, ObjectKind, Problem, SCHEDULER_ANNOTATION};
 use crate::model::{Service, ServiceInfo, ServiceName, ServicePort, ServicePortName, TrafficPolicy};
+use crate::sched::Scheduler;
 
 /// Converts a Service, as kube-proxy's `ShouldSkipService` and service-port tracking do.
 ///
@@ -46,7 +47,19 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
             fields.ip(field, text)
         })
         .collect::<Result<_, _>>()?;
-    let info = Arc::new(service_info(&fields, svc, spec, cluster_ips)?);
+    let mut warnings = Vec::new();
+    let mut info = service_info(&fields, svc, spec, cluster_ips)?;
+    let annotation = svc.metadata.annotations.as_ref().and_then(|a| a.get(SCHEDULER_ANNOTATION));
+    if let Some(value) = annotation {
+        info.scheduler = Scheduler::parse(value);
+        if info.scheduler.is_none() {
+            warnings.push(format!(
+                "{}: annotation {SCHEDULER_ANNOTATION}: {value:?} is not a scheduler kproxy's nftables dataplane has (random, rr, sh, maglev); using the default",
+                fields.object
+            ));
+        }
+    }
+    let info = Arc::new(info);
     let exposes_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
 
     let name = ServiceName { namespace: fields.object.namespace.clone(), name: fields.object.name.clone() };
@@ -79,7 +92,7 @@ pub fn service(svc: &core::Service) -> Result<Converted<Service>, ObjectError> {
             })
         })
         .collect::<Result<_, ObjectError>>()?;
-    Ok(Converted::Accepted(Service { name, ports }))
+    Ok(Converted::Accepted(Service { name, ports, warnings }))
 }
 
 /// kube-proxy's default ClientIP affinity timeout: three hours.
@@ -153,6 +166,7 @@ fn service_info(
         internal_policy: policy(spec.internal_traffic_policy.as_deref()),
         affinity_timeout,
         health_check_node_port,
+        scheduler: None,
     })
 }
 

@@ -146,6 +146,7 @@ mod tests {
                     service: info.clone(),
                 })
                 .collect(),
+            warnings: Vec::new(),
         }
     }
 

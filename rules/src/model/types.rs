@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::sched::Scheduler;
+
 /// A transport protocol a Service port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -142,6 +144,8 @@ pub struct ServiceInfo {
     pub affinity_timeout: Option<u32>,
     /// `spec.healthCheckNodePort`, for LoadBalancer Services with the Local external policy.
     pub health_check_node_port: Option<u16>,
+    /// The `kproxy.io/scheduler` annotation; `None` means the node's default.
+    pub scheduler: Option<Scheduler>,
 }
 
 impl ServiceInfo {
@@ -158,6 +162,8 @@ pub struct Service {
     pub name: ServiceName,
     /// Its ports, in the Service's order.
     pub ports: Vec<ServicePort>,
+    /// Problems that did not stop the Service from being programmed (an unknown scheduler).
+    pub warnings: Vec<String>,
 }
 
 /// An endpoint's EndpointSlice conditions, with the API's defaults applied.
@@ -280,6 +286,8 @@ pub struct NodeContext {
     pub cluster_cidrs: Vec<IpNet>,
     /// `--masquerade-all`: masquerade all traffic to cluster IPs.
     pub masquerade_all: bool,
+    /// The scheduler of Services without a `kproxy.io/scheduler` annotation.
+    pub default_scheduler: Scheduler,
 }
 
 impl NodeContext {

@@ -146,6 +146,18 @@ pub enum Expr {
         /// N.
         modulus: u32,
     },
+    /// `numgen inc mod N`: 0, 1, …, N-1, 0, … per new connection through this rule.
+    NumgenInc {
+        /// N.
+        modulus: u32,
+    },
+    /// `jhash ip saddr mod N seed S`: a hash of the client address in `0..N`.
+    SaddrHash {
+        /// N.
+        modulus: u32,
+        /// The hash seed.
+        seed: u32,
+    },
 }
 
 /// A rule statement. Matches come first, a verdict or NAT statement last.

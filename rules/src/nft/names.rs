@@ -5,6 +5,7 @@
 //! and free of the hashing and truncation kube-proxy needs for its per-Service chains.
 
 use crate::model::{Protocol, ServicePortName};
+use crate::sched::Scheduler;
 
 /// kproxy's table, one per family (`ip kproxy`, `ip6 kproxy`).
 pub const TABLE: &str = "kproxy";
@@ -109,9 +110,27 @@ pub fn slot_map(scope: Scope, keying: Keying, protocol: Protocol) -> String {
     format!("{}{}endpoints-{protocol}", scope_prefix(scope), keying_prefix(keying))
 }
 
-/// The shared chain that picks one of `count` endpoints from [`slot_map`].
-pub fn shared_pick_chain(scope: Scope, keying: Keying, protocol: Protocol, count: usize) -> String {
-    format!("pick-{}{}{protocol}-{count}", scope_prefix(scope), keying_prefix(keying))
+/// The shared chain that picks one of `slots` slots from [`slot_map`] with `scheduler`:
+/// `pick-[local-][nodeport-][sh-|maglev-]<proto>-<slots>`.
+pub fn shared_pick_chain(
+    scope: Scope,
+    keying: Keying,
+    protocol: Protocol,
+    scheduler: Scheduler,
+    slots: usize,
+) -> String {
+    let algorithm = match scheduler {
+        Scheduler::Random | Scheduler::RoundRobin => "",
+        Scheduler::SourceHash => "sh-",
+        Scheduler::Maglev => "maglev-",
+    };
+    format!("pick-{}{}{algorithm}{protocol}-{slots}", scope_prefix(scope), keying_prefix(keying))
+}
+
+/// The round-robin chain of one Service port (its own `numgen inc` counter):
+/// `rr-[local-][nodeport-]<service port>`.
+pub fn round_robin_chain(scope: Scope, keying: Keying, port: &crate::model::ServicePort) -> String {
+    format!("rr-{}{}{}", scope_prefix(scope), keying_prefix(keying), service_port_id(port))
 }
 
 fn scope_prefix(scope: Scope) -> &'static str {

@@ -23,6 +23,7 @@ use super::names::{self, Keying, MASQUERADE_MARK, Scope, TABLE};
 use crate::model::{
     Endpoint, IpFamily, NodeContext, Protocol, ServicePort, ServicePortEndpoints, TrafficPolicy,
 };
+use crate::sched::{HASH_SEED, Scheduler, maglev_table, maglev_table_size};
 use crate::select::{cluster_endpoints, local_endpoints};
 
 /// The priority nft calls `dstnat`: where DNAT happens.
@@ -81,12 +82,14 @@ struct Builder {
     family: IpFamily,
     /// The pod CIDRs of this family.
     pod_cidrs: Vec<IpNet>,
-    pick_chains: BTreeSet<(Scope, Keying, Protocol, usize)>,
+    /// Shared pick chains in use: scope, keying, protocol, scheduler, slot count.
+    pick_chains: BTreeSet<(Scope, Keying, Protocol, Scheduler, usize)>,
 }
 
 /// One Service port of one family, with its endpoint choices.
 struct PortPlan<'a> {
     port: &'a ServicePort,
+    scheduler: Scheduler,
     comment: String,
     cluster: Vec<&'a Endpoint>,
     local: Vec<&'a Endpoint>,
@@ -116,6 +119,7 @@ impl Builder {
         };
         let mut plan = PortPlan {
             port,
+            scheduler: info.scheduler.unwrap_or(node.default_scheduler),
             comment: names::port_comment(&port.name),
             cluster_target: (!cluster.is_empty()).then_some(Target::Slots(Scope::Cluster)),
             local_target: (!local.is_empty()).then_some(Target::Slots(Scope::Local)),
@@ -274,7 +278,8 @@ impl Builder {
             Frontend::NodePort(port) => (Keying::NodePort, vec![Value::Proto(protocol), Value::Port(port)]),
         };
         let map = names::slot_map(scope, keying, protocol);
-        for (slot, endpoint) in endpoints.iter().enumerate() {
+        let slots = slot_endpoints(plan.scheduler, endpoints);
+        for (slot, endpoint) in slots.iter().enumerate() {
             let mut slot_key = key.clone();
             slot_key.push(Value::Int(u32::try_from(slot).unwrap_or(u32::MAX)));
             let data = ElementValue::Data(vec![Value::Addr(endpoint.address), Value::Port(endpoint.port)]);
@@ -284,8 +289,15 @@ impl Builder {
                 Element { value: Some(data), comment: Some(plan.comment.clone()) },
             );
         }
-        self.pick_chains.insert((scope, keying, protocol, endpoints.len()));
-        names::shared_pick_chain(scope, keying, protocol, endpoints.len())
+        if plan.scheduler == Scheduler::RoundRobin {
+            // numgen inc counts per rule: a rotation of its own for each Service port.
+            let name = names::round_robin_chain(scope, keying, plan.port);
+            let rule = pick_rule(scope, keying, protocol, Expr::NumgenInc { modulus: count(slots.len()) });
+            self.table.add_chain(commented_chain(&name, &plan.comment), vec![rule]);
+            return name;
+        }
+        self.pick_chains.insert((scope, keying, protocol, plan.scheduler, slots.len()));
+        names::shared_pick_chain(scope, keying, protocol, plan.scheduler, slots.len())
     }
 
     /// kube-proxy's shape for ClientIP affinity: an affinity set and a chain per endpoint
@@ -344,23 +356,46 @@ impl Builder {
     }
 
     fn finish(mut self) -> Table {
-        for (scope, keying, protocol, count) in std::mem::take(&mut self.pick_chains) {
-            let modulus = u32::try_from(count).unwrap_or(u32::MAX);
-            let mut key = match keying {
-                Keying::Address => vec![Expr::Daddr, Expr::L4proto, Expr::ThDport],
-                Keying::NodePort => vec![Expr::L4proto, Expr::ThDport],
+        for (scope, keying, protocol, scheduler, slots) in std::mem::take(&mut self.pick_chains) {
+            let modulus = count(slots);
+            let choice = match scheduler {
+                Scheduler::SourceHash | Scheduler::Maglev => Expr::SaddrHash { modulus, seed: HASH_SEED },
+                Scheduler::Random | Scheduler::RoundRobin => Expr::NumgenRandom { modulus },
             };
-            key.push(Expr::NumgenRandom { modulus });
             self.table.add_chain(
-                plain_chain(&names::shared_pick_chain(scope, keying, protocol, count)),
-                vec![Rule::new(vec![
-                    Statement::L4proto(protocol),
-                    Statement::DnatMap { key, map: names::slot_map(scope, keying, protocol) },
-                ])],
+                plain_chain(&names::shared_pick_chain(scope, keying, protocol, scheduler, slots)),
+                vec![pick_rule(scope, keying, protocol, choice)],
             );
         }
         self.table
     }
+}
+
+/// The endpoint behind each slot: one slot per endpoint, except for Maglev, whose slots are
+/// its lookup table.
+fn slot_endpoints<'a>(scheduler: Scheduler, endpoints: &[&'a Endpoint]) -> Vec<&'a Endpoint> {
+    if scheduler != Scheduler::Maglev {
+        return endpoints.to_vec();
+    }
+    let names: Vec<String> = endpoints.iter().map(|e| format!("{}:{}", e.address, e.port)).collect();
+    maglev_table(&names, maglev_table_size(endpoints.len())).into_iter().map(|i| endpoints[i]).collect()
+}
+
+/// `meta l4proto P dnat to <frontend key> . <choice> map @<slot map>`.
+fn pick_rule(scope: Scope, keying: Keying, protocol: Protocol, choice: Expr) -> Rule {
+    let mut key = match keying {
+        Keying::Address => vec![Expr::Daddr, Expr::L4proto, Expr::ThDport],
+        Keying::NodePort => vec![Expr::L4proto, Expr::ThDport],
+    };
+    key.push(choice);
+    Rule::new(vec![
+        Statement::L4proto(protocol),
+        Statement::DnatMap { key, map: names::slot_map(scope, keying, protocol) },
+    ])
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn address_key(ip: IpAddr, protocol: Protocol, port: u16) -> Vec<Value> {

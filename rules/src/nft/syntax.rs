@@ -49,6 +49,8 @@ fn write_expr(f: &mut impl Write, family: Family, expr: Expr) -> fmt::Result {
         Expr::ThDport => f.write_str("th dport"),
         Expr::Dport(protocol) => write!(f, "{protocol} dport"),
         Expr::NumgenRandom { modulus } => write!(f, "numgen random mod {modulus}"),
+        Expr::NumgenInc { modulus } => write!(f, "numgen inc mod {modulus}"),
+        Expr::SaddrHash { modulus, seed } => write!(f, "jhash {ip} saddr mod {modulus} seed {seed:#x}"),
     }
 }
 
