@@ -52,6 +52,55 @@ pub enum DebugCommand {
     Config(SettingsArgs),
     /// Print the Kubernetes API access the agent needs, as ClusterRole rules in JSON.
     Rbac,
+    /// Explain where a new connection goes: Service, path, endpoints with their chances.
+    Explain(ExplainArgs),
+}
+
+/// `kproxy debug explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The destination: `ADDRESS:PORT/PROTOCOL` (`10.96.0.10:80/tcp`, `[fd00::10]:53/udp`).
+    #[arg(value_name = "DST:PORT/PROTO", value_parser = parse_destination)]
+    pub destination: (std::net::SocketAddr, kproxy_rules::model::Protocol),
+    /// The client address (for source hashing, Maglev, source ranges, masquerading).
+    #[arg(long, value_name = "SRC")]
+    pub from: Option<std::net::IpAddr>,
+    /// The connection is opened by the node itself (the output hook), not by a pod or host.
+    #[arg(long)]
+    pub from_node: bool,
+    /// Text for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Where Services and EndpointSlices come from (as for `run`).
+    #[command(flatten)]
+    pub source: RunSource,
+    /// Settings that change the rules (as for `run`).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Output formats of `kproxy debug explain`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// Parses `ADDRESS:PORT/PROTOCOL`.
+fn parse_destination(text: &str) -> Result<(std::net::SocketAddr, kproxy_rules::model::Protocol), String> {
+    use kproxy_rules::model::Protocol;
+    let (address, protocol) = text.rsplit_once('/').unwrap_or((text, "tcp"));
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        other => return Err(format!("{other:?} is not a protocol (tcp, udp, sctp)")),
+    };
+    let address =
+        address.parse().map_err(|_| format!("{address:?} is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)"))?;
+    Ok((address, protocol))
 }
 
 /// Where Services and EndpointSlices come from, and which node they are planned for.

@@ -13,6 +13,7 @@
 //! and snapshot-testable. Start at [`nft::render`].
 #![forbid(unsafe_code)]
 
+pub mod explain;
 pub mod k8s;
 pub mod model;
 pub mod nft;

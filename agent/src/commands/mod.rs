@@ -2,6 +2,7 @@
 
 mod cleanup;
 mod debug;
+mod explain;
 mod render;
 mod run;
 
@@ -25,6 +26,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Debug(DebugCommand::Render(args)) => render::render(&args),
             Command::Debug(DebugCommand::Config(args)) => debug::config(&args),
             Command::Debug(DebugCommand::Rbac) => debug::rbac(),
+            Command::Debug(DebugCommand::Explain(args)) => explain::explain(&args).await,
             Command::Cleanup(args) => cleanup::cleanup(&args).await,
         }
     })
