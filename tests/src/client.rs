@@ -11,6 +11,8 @@ use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Socket, Type};
+
 /// A transport protocol, as in a Service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -113,9 +115,24 @@ impl From<io::Error> for ClientError {
 /// # Errors
 /// See [`tcp_request`] and [`udp_request`].
 pub fn request(protocol: Protocol, address: SocketAddr, timeout: Duration) -> Result<Reply, ClientError> {
+    request_from(None, protocol, address, timeout)
+}
+
+/// One request over `protocol` to `address` from a socket bound to `source` (an address of
+/// the calling thread's namespace; any port) when given, else from the address the kernel
+/// picks.
+///
+/// # Errors
+/// See [`tcp_request`] and [`udp_request`].
+pub fn request_from(
+    source: Option<IpAddr>,
+    protocol: Protocol,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
     match protocol {
-        Protocol::Tcp => tcp_request(address, timeout),
-        Protocol::Udp => udp_request(address, timeout),
+        Protocol::Tcp => tcp_request_from(source, address, timeout),
+        Protocol::Udp => udp_request_from(source, address, timeout),
     }
 }
 
@@ -127,8 +144,29 @@ pub fn request(protocol: Protocol, address: SocketAddr, timeout: Duration) -> Re
 /// reading takes longer than `timeout`, otherwise [`ClientError::Io`] or
 /// [`ClientError::Malformed`].
 pub fn tcp_request(address: SocketAddr, timeout: Duration) -> Result<Reply, ClientError> {
+    tcp_request_from(None, address, timeout)
+}
+
+/// Like [`tcp_request`], from a socket bound to `source` when given.
+///
+/// # Errors
+/// See [`tcp_request`]; binding to an address the namespace does not have is an
+/// [`ClientError::Io`] error.
+pub fn tcp_request_from(
+    source: Option<IpAddr>,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&address, timeout)?;
+    let mut stream = match source {
+        None => TcpStream::connect_timeout(&address, timeout)?,
+        Some(source) => {
+            let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+            socket.connect_timeout(&address.into(), timeout)?;
+            TcpStream::from(socket)
+        }
+    };
     let remaining = deadline.saturating_duration_since(Instant::now());
     stream.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))?;
     let mut line = String::new();
@@ -144,11 +182,23 @@ pub fn tcp_request(address: SocketAddr, timeout: Duration) -> Result<Reply, Clie
 /// `ECONNREFUSED` on a connected socket), [`ClientError::Timeout`] when nothing came back,
 /// otherwise [`ClientError::Io`] or [`ClientError::Malformed`].
 pub fn udp_request(address: SocketAddr, timeout: Duration) -> Result<Reply, ClientError> {
-    let unspecified: IpAddr = match address {
+    udp_request_from(None, address, timeout)
+}
+
+/// Like [`udp_request`], from a socket bound to `source` when given.
+///
+/// # Errors
+/// See [`udp_request`].
+pub fn udp_request_from(
+    source: Option<IpAddr>,
+    address: SocketAddr,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let local: IpAddr = source.unwrap_or(match address {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
-    let socket = UdpSocket::bind((unspecified, 0))?;
+    });
+    let socket = UdpSocket::bind((local, 0))?;
     socket.connect(address)?;
     socket.set_read_timeout(Some(timeout))?;
     socket.send(b"who?\n")?;

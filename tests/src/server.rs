@@ -1,14 +1,17 @@
-//! The lab's "who am I" servers: bound to `0.0.0.0:port` inside a pod namespace, they answer
-//! every TCP connection and every UDP datagram with one [`Reply`] line naming the pod, the peer
-//! address they saw and their own port. They poll a stop flag so that no thread outlives the lab.
+//! The lab's "who am I" servers: bound dual-stack to `[::]:port` inside a pod namespace (IPv4
+//! peers arrive as mapped addresses and are reported as plain IPv4), they answer every TCP
+//! connection and every UDP datagram with one [`Reply`] line naming the pod, the peer address
+//! they saw and their own port. They poll a stop flag so that no thread outlives the lab.
 
-use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{self, ErrorKind, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
 
 use crate::client::Reply;
 use crate::netns::spawn_in;
@@ -20,7 +23,7 @@ const BUSY_POLL: Duration = Duration::from_micros(200);
 /// …for this long, then falls back to [`STOP_POLL`].
 const BUSY_WINDOW: Duration = Duration::from_millis(500);
 
-/// Starts a TCP server for `pod` on `0.0.0.0:port` in namespace `netns`; returns once it listens.
+/// Starts a TCP server for `pod` on `[::]:port` (dual-stack) in namespace `netns`; returns once it listens.
 ///
 /// # Panics
 /// If the port cannot be bound.
@@ -42,7 +45,7 @@ pub(crate) fn spawn_tcp(netns: &str, pod: &str, port: u16, stop: Arc<AtomicBool>
     handle
 }
 
-/// Starts a UDP server for `pod` on `0.0.0.0:port` in namespace `netns`; returns once it is bound.
+/// Starts a UDP server for `pod` on `[::]:port` (dual-stack) in namespace `netns`; returns once it is bound.
 ///
 /// # Panics
 /// If the port cannot be bound.
@@ -50,9 +53,7 @@ pub(crate) fn spawn_udp(netns: &str, pod: &str, port: u16, stop: Arc<AtomicBool>
     let pod = pod.to_owned();
     let (bound, listening) = mpsc::channel();
     let handle = spawn_in(netns, move || {
-        let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))
-            .and_then(|socket| socket.set_read_timeout(Some(STOP_POLL)).map(|()| socket))
-        {
+        let socket = match bind_udp(port) {
             Ok(socket) => socket,
             Err(error) => {
                 let _ = bound.send(Err(error));
@@ -66,7 +67,7 @@ pub(crate) fn spawn_udp(netns: &str, pod: &str, port: u16, stop: Arc<AtomicBool>
     handle
 }
 
-fn wait_bound(listening: &mpsc::Receiver<std::io::Result<()>>, kind: &str, netns: &str, port: u16) {
+fn wait_bound(listening: &mpsc::Receiver<io::Result<()>>, kind: &str, netns: &str, port: u16) {
     match listening.recv() {
         Ok(Ok(())) => {}
         Ok(Err(error)) => panic!("{kind} server in {netns} cannot bind port {port}: {error}"),
@@ -74,10 +75,27 @@ fn wait_bound(listening: &mpsc::Receiver<std::io::Result<()>>, kind: &str, netns
     }
 }
 
-fn bind_tcp(port: u16) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+/// A socket bound to `[::]:port` that also takes IPv4 (`IPV6_V6ONLY` off, whatever the
+/// namespace's `net.ipv6.bindv6only` says).
+fn dual_stack_socket(kind: Type, port: u16) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV6, kind, None)?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    Ok(socket)
+}
+
+fn bind_tcp(port: u16) -> io::Result<TcpListener> {
+    let socket = dual_stack_socket(Type::STREAM, port)?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn bind_udp(port: u16) -> io::Result<UdpSocket> {
+    let socket: UdpSocket = dual_stack_socket(Type::DGRAM, port)?.into();
+    socket.set_read_timeout(Some(STOP_POLL))?;
+    Ok(socket)
 }
 
 fn serve_tcp(listener: &TcpListener, pod: &str, port: u16, stop: &AtomicBool) {
@@ -102,7 +120,7 @@ fn serve_tcp(listener: &TcpListener, pod: &str, port: u16, stop: &AtomicBool) {
 }
 
 fn answer_tcp(mut stream: TcpStream, pod: &str, peer: SocketAddr, port: u16) {
-    let line = Reply { pod: pod.to_owned(), peer: peer.ip(), port }.to_line();
+    let line = Reply { pod: pod.to_owned(), peer: peer.ip().to_canonical(), port }.to_line();
     // A client that gave up already is not the server's problem.
     let _ = stream
         .set_nonblocking(false)
@@ -115,7 +133,7 @@ fn serve_udp(socket: &UdpSocket, pod: &str, port: u16, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match socket.recv_from(&mut buffer) {
             Ok((_, peer)) => {
-                let line = Reply { pod: pod.to_owned(), peer: peer.ip(), port }.to_line();
+                let line = Reply { pod: pod.to_owned(), peer: peer.ip().to_canonical(), port }.to_line();
                 let _ = socket.send_to(line.as_bytes(), peer);
             }
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -1,12 +1,15 @@
 //! Self-tests of the lab itself, without the agent: the topology carries traffic the way the
 //! agent's tests assume, and nothing is left behind.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kproxy_e2e::{ClientError, Lab, POD_GATEWAY, Protocol, Reply, root_or_skip};
+use kproxy_e2e::{
+    ClientError, EXTERNAL_CLIENT_IP, Lab, NODE_LINK_IP, NODE_LINK_IP6, NODE_UPLINK_IP, NODE_UPLINK_IP6,
+    POD_GATEWAY, POD_GATEWAY6, Protocol, Reply, root_or_skip,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -259,4 +262,169 @@ fn forwarder_should_carry_connections_from_the_node_namespace_and_go_down_on_req
     assert!(fetch().map(|t| t.is_empty()).unwrap_or(true), "no answer while down");
     forwarder.bring_back();
     assert_eq!(fetch().unwrap(), "hello from upstream\n");
+}
+
+// === the routed lab: external client, second node, IPv6 ===
+
+#[test]
+fn external_client_should_reach_local_and_remote_pods_over_ipv4_and_ipv6() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ext = lab.add_external_client();
+    let local = lab.add_pod("pod1");
+    let remote = lab.add_remote_pod("rpod1");
+    assert_eq!((local.node_name(), remote.node_name()), ("node1", "node2"));
+    assert_eq!(remote.ip().to_string(), "10.244.2.11");
+    assert_eq!(local.ip6().to_string(), "fd00:10:244::11");
+    assert_eq!(remote.ip6().to_string(), "fd00:10:244:2::11");
+    for pod in [&local, &remote] {
+        pod.serve_tcp(8080);
+        pod.serve_udp(5301);
+        for (target, peer) in
+            [(pod.address(8080), IpAddr::from(ext.ip())), (pod.address6(8080), IpAddr::from(ext.ip6()))]
+        {
+            let reply =
+                lab.tcp_request(ext.netns(), target, TIMEOUT).unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert_eq!(reply, Reply { pod: pod.name().into(), peer, port: 8080 }, "ext → {target}");
+        }
+        for target in [pod.address(5301), pod.address6(5301)] {
+            let reply =
+                lab.udp_request(ext.netns(), target, TIMEOUT).unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert_eq!(reply.pod, pod.name(), "ext → UDP {target}");
+        }
+    }
+}
+
+#[test]
+fn remote_pod_should_reach_a_local_pod_directly_over_ipv4_and_ipv6() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let local = lab.add_pod("pod1");
+    let remote = lab.add_remote_pod("rpod1");
+    local.serve_tcp(8080);
+    remote.serve_tcp(8080);
+    for (from, to) in [(&remote, &local), (&local, &remote)] {
+        let reply = lab.tcp_request(from.netns(), to.address(8080), TIMEOUT).expect("IPv4");
+        assert_eq!(reply, Reply { pod: to.name().into(), peer: from.ip().into(), port: 8080 });
+        let reply = lab.tcp_request(from.netns(), to.address6(8080), TIMEOUT).expect("IPv6");
+        assert_eq!(reply, Reply { pod: to.name().into(), peer: from.ip6().into(), port: 8080 });
+    }
+    // The node reaches both, from its address on the way there.
+    let reply = lab.tcp_request(lab.node_netns(), remote.address(8080), TIMEOUT).expect("node → remote");
+    assert_eq!(reply.peer, IpAddr::from(NODE_LINK_IP));
+    let reply = lab.tcp_request(lab.node_netns(), local.address6(8080), TIMEOUT).expect("node → local v6");
+    assert_eq!(reply.peer, IpAddr::from(POD_GATEWAY6));
+}
+
+#[test]
+fn external_client_should_send_from_each_of_its_addresses() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ext = lab.add_external_client();
+    let pod1 = lab.add_pod("pod1");
+    pod1.serve_tcp(8080);
+    pod1.serve_udp(5301);
+    let extras = ext.extra_ips();
+    assert_eq!((extras.first().copied(), extras.len()), (Some("192.168.200.3".parse().unwrap()), 18));
+    for source in [ext.ip(), extras[0], *extras.last().unwrap()] {
+        let tcp = lab.tcp_request(ext.from(source), pod1.address(8080), TIMEOUT).expect("TCP");
+        assert_eq!(tcp.peer, IpAddr::from(source));
+        let udp = lab.udp_request(ext.from(source), pod1.address(5301), TIMEOUT).expect("UDP");
+        assert_eq!(udp.peer, IpAddr::from(source));
+    }
+    // Without a chosen source, the primary address.
+    let reply = lab.tcp_request(ext.netns(), pod1.address(8080), TIMEOUT).expect("TCP");
+    assert_eq!(reply.peer, IpAddr::from(EXTERNAL_CLIENT_IP));
+}
+
+#[test]
+fn uncaptured_external_and_routed_service_addresses_should_time_out_without_agent() {
+    if !root_or_skip() {
+        return;
+    }
+    // The gateway routes 203.0.113.0/24 (and, when a test asks, a Service CIDR) to the node;
+    // without kproxy the node sends them back and the gateway drops them: a time-out, never a
+    // routing loop's error, so an agent test can tell "not captured" cleanly.
+    let lab = Lab::new();
+    let ext = lab.add_external_client();
+    lab.route_at_gateway_via_node("10.96.0.0/16");
+    for target in ["203.0.113.10:80", "10.96.0.10:80"] {
+        let target: SocketAddr = target.parse().unwrap();
+        let outcome = lab.tcp_request(ext.netns(), target, Duration::from_millis(300));
+        assert!(matches!(outcome, Err(ClientError::Timeout)), "{target}: {outcome:?}");
+    }
+    // The node's own addresses answer (no listener: refused), over both families.
+    for target in [SocketAddr::from((NODE_UPLINK_IP, 30080)), SocketAddr::from((NODE_UPLINK_IP6, 30080))] {
+        let outcome = lab.tcp_request(ext.netns(), target, TIMEOUT);
+        assert!(matches!(outcome, Err(ClientError::Refused)), "{target}: {outcome:?}");
+    }
+}
+
+/// A hand-written NodePort in the shape of the contract (DNAT at the node's addresses, random
+/// endpoint, masquerade), for both families: it shows which peer addresses the pods see in this
+/// topology, which the agent's external-traffic tests rely on.
+const REFERENCE_NODE_PORT: &str = "
+table inet reference {
+  chain nat_prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 192.168.100.2 tcp dport 30080 meta mark set 0x4000 numgen random mod 2 vmap { 0 : goto local4, 1 : goto remote4 }
+    ip6 daddr fd00:192:168:100::2 tcp dport 30080 meta mark set 0x4000 numgen random mod 2 vmap { 0 : goto local6, 1 : goto remote6 }
+  }
+  chain local4 { meta l4proto tcp dnat ip to 10.244.0.11:8080; }
+  chain remote4 { meta l4proto tcp dnat ip to 10.244.2.11:8080; }
+  chain local6 { meta l4proto tcp dnat ip6 to [fd00:10:244::11]:8080; }
+  chain remote6 { meta l4proto tcp dnat ip6 to [fd00:10:244:2::11]:8080; }
+  chain nat_postrouting { type nat hook postrouting priority srcnat; policy accept; meta mark & 0x4000 == 0x4000 masquerade; }
+}
+";
+
+#[test]
+fn lab_should_show_node_port_masquerade_peers_under_reference_rules() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ext = lab.add_external_client();
+    let local = lab.add_pod("pod1");
+    let remote = lab.add_remote_pod("rpod1");
+    for pod in [&local, &remote] {
+        pod.serve_tcp(8080);
+    }
+    lab.nft_script(REFERENCE_NODE_PORT).expect_success();
+    let expected4 = [("pod1", IpAddr::from(POD_GATEWAY)), ("rpod1", IpAddr::from(NODE_LINK_IP))];
+    let expected6 = [("pod1", IpAddr::from(POD_GATEWAY6)), ("rpod1", IpAddr::from(NODE_LINK_IP6))];
+    for (target, expected) in [
+        (SocketAddr::from((NODE_UPLINK_IP, 30080)), expected4),
+        (SocketAddr::from((NODE_UPLINK_IP6, 30080)), expected6),
+    ] {
+        let tally = lab.tally(ext.netns(), Protocol::Tcp, target, 40, TIMEOUT);
+        eprintln!("{target}: {tally}");
+        assert_eq!(tally.failures(), 0, "{tally}");
+        for (pod, peer) in expected {
+            assert!(tally.replies.contains_key(&(pod.to_owned(), peer, 8080)), "{pod} saw {peer}? {tally}");
+        }
+    }
+}
+
+#[test]
+fn lab_should_remove_node2_and_the_external_client_when_dropped() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let _ext = lab.add_external_client();
+    let remote = lab.add_remote_pod("rpod1");
+    remote.serve_tcp(8080);
+    let names = lab.namespaces();
+    // node, gw, ext, node2, rpod1
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(lab.node2_netns().as_deref(), Some(names[3].as_str()));
+    drop(lab);
+    assert_gone(&names);
 }

@@ -9,7 +9,7 @@
 //!
 //! 1. writes N Services (`bench/svc-<i>`, ClusterIP 10.96.0.10 + i, TCP 80 → 8080) each with
 //!    one EndpointSlice of E ready endpoints (distinct pod IPs from 10.128.0.1 on) as
-//!    multi-document files of 1000 Services each;
+//!    multi-document files of 500 Services each;
 //! 2. starts `kproxy run --manifests … --log-format json --min-sync-period 0s --sync-period 1h`
 //!    in the node namespace and reads its JSON log: the first `synced` line is the full sync
 //!    (`plan_ms`, `apply_ms`, `operations`, `elements`), timed also from the agent's start;
@@ -39,8 +39,9 @@ use kproxy_e2e::{
     Agent, Endpoint, EndpointSlice, Lab, Manifest, ManifestDir, NODE_NAME, Service, ServicePort,
 };
 
-/// Services per manifest file.
-const SERVICES_PER_FILE: usize = 1000;
+/// Services per manifest file: two documents each, below the 1024 documents per file that the
+/// agent's YAML reader accepts.
+const SERVICES_PER_FILE: usize = 500;
 /// The port the Services listen on, and the one their endpoints serve.
 const SERVICE_PORT: u16 = 80;
 const TARGET_PORT: u16 = 8080;
@@ -58,11 +59,19 @@ const MIB: f64 = 1024.0 * 1024.0;
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(options) => options,
+        Err(message) if message == "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("kproxy-bench: {message}\n\n{USAGE}");
             return ExitCode::from(64);
         }
     };
+    if std::env::var_os("KPROXY_BIN").is_none() {
+        eprintln!("kproxy-bench: set KPROXY_BIN to the kproxy binary (hack/bench does)");
+        return ExitCode::from(64);
+    }
     if !kproxy_e2e::root_or_skip() {
         eprintln!("kproxy-bench: needs root (it builds network namespaces)");
         return ExitCode::FAILURE;
@@ -89,7 +98,7 @@ const USAGE: &str = "usage: kproxy-bench [--endpoints E] [--runs R] [--changes K
   --runs       fresh labs per size; results are medians (default 1)
   --changes    endpoint changes and added Services per run (default 5)
   --timeout    bound on every wait, in seconds (default 120)
-environment: KPROXY_BIN, the agent binary (default: kproxy next to this binary)";
+environment: KPROXY_BIN, the agent binary (required; hack/bench sets it)";
 
 /// The command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +173,9 @@ fn bench_once(size: usize, options: &Options, stats: &mut Stats) -> Result<(), S
     let agent = lab.start_kproxy_with(lab.manifests().path(), &AGENT_ARGS);
     let mut log = LogTail::new(agent.log_path());
     let full = log.next_sync(&agent, started + options.timeout)?;
+    if full.service_ports.is_some_and(|ports| ports as usize != size) {
+        return Err(format!("the full sync programmed {:?} Service ports, not {size}", full.service_ports));
+    }
     stats.sync("full", &full, started.elapsed());
     let pid = kproxy_pid(agent.pid().ok_or("the agent is not running")?)?;
     stats.number("rss_after_full_mib", peak_rss_kib(pid)? as f64 / 1024.0);
@@ -198,7 +210,7 @@ fn bench_once(size: usize, options: &Options, stats: &mut Stats) -> Result<(), S
         stats.sync("service", &sync, wall);
         let answered =
             answered.ok_or_else(|| format!("{target} never answered within {:?}", options.timeout))?;
-        eprintln!("   new Service {target} answered {} ms after the write", ms(answered));
+        eprintln!("   new Service {target} answered {:.0} ms after the write", ms(answered));
         stats.number("service.answer_ms", ms(answered));
     }
     stats.number("rss_peak_mib", peak_rss_kib(pid)? as f64 / 1024.0);
@@ -228,10 +240,34 @@ fn nft_alone(lab: &Lab, options: &Options, stats: &mut Stats) -> Result<(), Stri
     if !cleanup.success() {
         return Err(format!("kproxy cleanup failed: {cleanup}"));
     }
+    stats.number("script_mib", render.stdout.len() as f64 / MIB);
     let cold = timed_nft(lab, &script, options.timeout)?;
     stats.nft("nft_cold", &cold);
     let replace = timed_nft(lab, &script, options.timeout)?;
     stats.nft("nft_replace", &replace);
+
+    // How much of nft's time the per-element comments cost: the same load without them.
+    let bare = lab.scratch_path().join("full-without-comments.nft");
+    let text: String = render.stdout.lines().map(|line| without_element_comments(line) + "\n").collect();
+    fs::write(&bare, text).map_err(|e| format!("cannot write {}: {e}", bare.display()))?;
+    let cleanup = lab.kproxy(&["cleanup"]);
+    if !cleanup.success() {
+        return Err(format!("kproxy cleanup failed: {cleanup}"));
+    }
+    let cold_bare = timed_nft(lab, &bare, options.timeout)?;
+    stats.nft("nft_cold_bare", &cold_bare);
+
+    // And how much the number of commands costs: the same load, comments kept, with each run
+    // of `add element` commands into one set merged into one command.
+    let merged = lab.scratch_path().join("full-merged.nft");
+    fs::write(&merged, merge_element_commands(&render.stdout))
+        .map_err(|e| format!("cannot write {}: {e}", merged.display()))?;
+    let cleanup = lab.kproxy(&["cleanup"]);
+    if !cleanup.success() {
+        return Err(format!("kproxy cleanup failed: {cleanup}"));
+    }
+    let cold_merged = timed_nft(lab, &merged, options.timeout)?;
+    stats.nft("nft_cold_merged", &cold_merged);
     if let Some(line) = render.stdout.lines().find(|line| line.starts_with("add element ")) {
         let noop = lab.scratch_path().join("noop.nft");
         fs::write(&noop, format!("{line}\n")).map_err(|e| format!("cannot write {}: {e}", noop.display()))?;
@@ -239,6 +275,62 @@ fn nft_alone(lab: &Lab, options: &Options, stats: &mut Stats) -> Result<(), Stri
         stats.number("nft_noop_ms", run.wall.as_secs_f64() * 1000.0);
     }
     Ok(())
+}
+
+/// An `add element` line without its elements' ` comment "…"` parts; other lines unchanged.
+fn without_element_comments(line: &str) -> String {
+    if !line.starts_with("add element ") {
+        return line.to_owned();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" comment \"") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " comment \"".len()..];
+        // Comments never hold a quote: the renderer writes Service port names.
+        let Some(end) = after.find('"') else { return line.to_owned() };
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The script with every run of consecutive `add element` commands into the same set written
+/// as one command carrying all their elements.
+fn merge_element_commands(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut open: Option<String> = None;
+    for line in script.lines() {
+        let parts = line.strip_prefix("add element ").and_then(|rest| {
+            let (head, body) = rest.split_once(" { ")?;
+            Some((format!("add element {head} {{ "), body.strip_suffix(" }")?))
+        });
+        match (parts, &open) {
+            (Some((head, body)), Some(current)) if *current == head => {
+                out.push_str(", ");
+                out.push_str(body);
+            }
+            (Some((head, body)), _) => {
+                if open.is_some() {
+                    out.push_str(" }\n");
+                }
+                out.push_str(&head);
+                out.push_str(body);
+                open = Some(head);
+            }
+            (None, _) => {
+                if open.take().is_some() {
+                    out.push_str(" }\n");
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if open.is_some() {
+        out.push_str(" }\n");
+    }
+    out
 }
 
 /// Probes `target` over TCP from the calling thread's namespace until it answers; the time
@@ -325,33 +417,37 @@ struct SyncEvent {
     apply_ms: Option<f64>,
     operations: Option<f64>,
     elements: Option<f64>,
+    service_ports: Option<f64>,
 }
 
 impl SyncEvent {
     /// The event of a JSON log line, if it is a `synced` line. Fields may sit at the top level
     /// or under `fields` (tracing-subscriber's default JSON layout).
     fn parse(line: &str) -> Option<SyncEvent> {
-        let value = json::parse(line.trim()).ok()?;
+        let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
         let field = |name: &str| value.get("fields").and_then(|f| f.get(name)).or_else(|| value.get(name));
         if field("message")?.as_str()? != "synced" {
             return None;
         }
-        let number = |name: &str| field(name).and_then(json::Value::as_f64);
+        let number = |name: &str| field(name).and_then(serde_json::Value::as_f64);
         Some(SyncEvent {
-            kind: field("kind").and_then(json::Value::as_str).map(str::to_owned),
+            kind: field("kind").and_then(serde_json::Value::as_str).map(str::to_owned),
             plan_ms: number("plan_ms"),
             apply_ms: number("apply_ms"),
             operations: number("operations"),
             elements: number("elements"),
+            service_ports: number("service_ports"),
         })
     }
 }
 
 /// Whether a JSON log line is at level ERROR or WARN, for echoing to the terminal.
 fn is_problem(line: &str) -> bool {
-    json::parse(line.trim())
+    serde_json::from_str::<serde_json::Value>(line.trim())
         .ok()
-        .and_then(|v| v.get("level").and_then(json::Value::as_str).map(|l| matches!(l, "ERROR" | "WARN")))
+        .and_then(|v| {
+            v.get("level").and_then(serde_json::Value::as_str).map(|l| matches!(l, "ERROR" | "WARN"))
+        })
         .unwrap_or(false)
 }
 
@@ -631,6 +727,12 @@ const ROWS: &[(&str, &str, usize)] = &[
     ("nft alone: cold load, nft peak RSS, MiB", "nft_cold_rss_mib", 0),
     ("nft alone: replace of the loaded table, s", "nft_replace_s", 2),
     ("nft alone: no-op `add element` against the loaded table, ms", "nft_noop_ms", 1),
+    ("nft alone: cold load without the element comments, s", "nft_cold_bare_s", 2),
+    ("nft alone: cold load without the element comments, nft peak RSS, MiB", "nft_cold_bare_rss_mib", 0),
+    ("nft alone: cold load with each set's `add element` commands merged, s", "nft_cold_merged_s", 2),
+    ("nft alone: cold load merged, user CPU s", "nft_cold_merged_user_s", 2),
+    ("nft alone: cold load merged, nft peak RSS, MiB", "nft_cold_merged_rss_mib", 0),
+    ("full transaction text (`kproxy debug render`), MiB", "script_mib", 1),
     ("`kproxy debug render` (read + parse + plan + text, one shot), s", "debug_render_s", 2),
 ];
 
@@ -659,213 +761,6 @@ fn markdown(options: &Options, results: &[(usize, Stats)]) -> String {
     out
 }
 
-// === a small JSON reader, for the agent's log lines ===
-
-mod json {
-    //! Just enough JSON for one log line: objects, arrays, strings with escapes, numbers,
-    //! booleans and null.
-
-    /// A JSON value.
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Number(f64),
-        String(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        /// The member `key` of an object.
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::String(s) => Some(s),
-                _ => None,
-            }
-        }
-
-        pub fn as_f64(&self) -> Option<f64> {
-            match self {
-                Value::Number(n) => Some(*n),
-                _ => None,
-            }
-        }
-    }
-
-    /// Parses one JSON document; trailing text is an error.
-    pub fn parse(text: &str) -> Result<Value, String> {
-        let mut parser = Parser { bytes: text.as_bytes(), at: 0 };
-        let value = parser.value()?;
-        parser.skip_space();
-        if parser.at != parser.bytes.len() {
-            return Err(format!("trailing text at byte {}", parser.at));
-        }
-        Ok(value)
-    }
-
-    struct Parser<'a> {
-        bytes: &'a [u8],
-        at: usize,
-    }
-
-    impl Parser<'_> {
-        fn skip_space(&mut self) {
-            while self.bytes.get(self.at).is_some_and(u8::is_ascii_whitespace) {
-                self.at += 1;
-            }
-        }
-
-        fn peek(&mut self) -> Option<u8> {
-            self.skip_space();
-            self.bytes.get(self.at).copied()
-        }
-
-        fn expect(&mut self, byte: u8) -> Result<(), String> {
-            if self.peek() == Some(byte) {
-                self.at += 1;
-                Ok(())
-            } else {
-                Err(format!("expected {:?} at byte {}", byte as char, self.at))
-            }
-        }
-
-        fn literal(&mut self, word: &str, value: Value) -> Result<Value, String> {
-            if self.bytes[self.at..].starts_with(word.as_bytes()) {
-                self.at += word.len();
-                Ok(value)
-            } else {
-                Err(format!("unexpected text at byte {}", self.at))
-            }
-        }
-
-        fn value(&mut self) -> Result<Value, String> {
-            match self.peek().ok_or("unexpected end")? {
-                b'{' => self.object(),
-                b'[' => self.array(),
-                b'"' => self.string().map(Value::String),
-                b't' => self.literal("true", Value::Bool(true)),
-                b'f' => self.literal("false", Value::Bool(false)),
-                b'n' => self.literal("null", Value::Null),
-                _ => self.number(),
-            }
-        }
-
-        fn object(&mut self) -> Result<Value, String> {
-            self.expect(b'{')?;
-            let mut members = Vec::new();
-            if self.peek() == Some(b'}') {
-                self.at += 1;
-                return Ok(Value::Object(members));
-            }
-            loop {
-                self.skip_space();
-                let key = self.string()?;
-                self.expect(b':')?;
-                members.push((key, self.value()?));
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(b'}') => {
-                        self.at += 1;
-                        return Ok(Value::Object(members));
-                    }
-                    _ => return Err(format!("expected ',' or '}}' at byte {}", self.at)),
-                }
-            }
-        }
-
-        fn array(&mut self) -> Result<Value, String> {
-            self.expect(b'[')?;
-            let mut items = Vec::new();
-            if self.peek() == Some(b']') {
-                self.at += 1;
-                return Ok(Value::Array(items));
-            }
-            loop {
-                items.push(self.value()?);
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(b']') => {
-                        self.at += 1;
-                        return Ok(Value::Array(items));
-                    }
-                    _ => return Err(format!("expected ',' or ']' at byte {}", self.at)),
-                }
-            }
-        }
-
-        fn number(&mut self) -> Result<Value, String> {
-            let start = self.at;
-            while self.bytes.get(self.at).is_some_and(|b| b.is_ascii_digit() || b"+-.eE".contains(b)) {
-                self.at += 1;
-            }
-            let text = std::str::from_utf8(&self.bytes[start..self.at]).map_err(|e| e.to_string())?;
-            text.parse().map(Value::Number).map_err(|_| format!("bad number {text:?} at byte {start}"))
-        }
-
-        fn string(&mut self) -> Result<String, String> {
-            if self.bytes.get(self.at) != Some(&b'"') {
-                return Err(format!("expected a string at byte {}", self.at));
-            }
-            self.at += 1;
-            let mut out = Vec::new();
-            loop {
-                let byte = *self.bytes.get(self.at).ok_or("unterminated string")?;
-                self.at += 1;
-                match byte {
-                    b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-                    b'\\' => {
-                        let escape = *self.bytes.get(self.at).ok_or("unterminated escape")?;
-                        self.at += 1;
-                        let decoded = match escape {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => self.unicode_escape()?,
-                            other => return Err(format!("bad escape \\{}", other as char)),
-                        };
-                        let mut buffer = [0; 4];
-                        out.extend_from_slice(decoded.encode_utf8(&mut buffer).as_bytes());
-                    }
-                    other => out.push(other),
-                }
-            }
-        }
-
-        /// `\uXXXX`, with a following `\uXXXX` for a surrogate pair.
-        fn unicode_escape(&mut self) -> Result<char, String> {
-            let first = self.hex4()?;
-            let code = if (0xD800..0xDC00).contains(&first) && self.bytes[self.at..].starts_with(b"\\u") {
-                self.at += 2;
-                let second = self.hex4()?;
-                0x10000 + ((first - 0xD800) << 10) + (second.wrapping_sub(0xDC00) & 0x3FF)
-            } else {
-                first
-            };
-            Ok(char::from_u32(code).unwrap_or('\u{FFFD}'))
-        }
-
-        fn hex4(&mut self) -> Result<u32, String> {
-            let digits = self.bytes.get(self.at..self.at + 4).ok_or("short \\u escape")?;
-            self.at += 4;
-            u32::from_str_radix(std::str::from_utf8(digits).map_err(|e| e.to_string())?, 16)
-                .map_err(|_| "bad \\u escape".to_owned())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,6 +778,7 @@ mod tests {
                 apply_ms: Some(14.0),
                 operations: Some(4.0),
                 elements: Some(16.0),
+                service_ports: Some(10001.0),
             })
         );
     }
@@ -908,26 +804,6 @@ mod tests {
     }
 
     #[test]
-    fn json_should_parse_escapes_nesting_and_reject_junk() {
-        let value =
-            json::parse(r#" {"a": [1, -2.5e3, true, null, {}], "s": "x\"\\\n\u00e9\ud83d\ude00"} "#).unwrap();
-        assert_eq!(value.get("s").and_then(json::Value::as_str), Some("x\"\\\né😀"));
-        assert_eq!(
-            value.get("a"),
-            Some(&json::Value::Array(vec![
-                json::Value::Number(1.0),
-                json::Value::Number(-2500.0),
-                json::Value::Bool(true),
-                json::Value::Null,
-                json::Value::Object(vec![]),
-            ]))
-        );
-        for junk in ["", "{", "{\"a\":}", "[1,]", "\"open", "{} x", "tru"] {
-            assert!(json::parse(junk).is_err(), "{junk:?}");
-        }
-    }
-
-    #[test]
     fn is_problem_should_pick_warnings_and_errors() {
         assert!(is_problem(r#"{"level":"ERROR","fields":{"message":"sync failed"}}"#));
         assert!(!is_problem(SYNCED));
@@ -938,6 +814,36 @@ mod tests {
         let status = "Name:\tkproxy\nVmPeak:\t  100 kB\nVmHWM:\t   23456 kB\nVmRSS:\t 20000 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(23456));
         assert_eq!(vm_hwm_kib("Name:\tzombie\n"), None);
+    }
+
+    #[test]
+    fn without_element_comments_should_drop_only_element_comments() {
+        let line = r#"add element ip kproxy endpoints-tcp { 10.96.0.17 . tcp . 80 . 3 comment "bench/svc-7:http" : 10.128.0.75 . 8080, 10.96.0.17 . tcp . 80 . 4 comment "b" : 10.128.0.76 . 8080 }"#;
+        assert_eq!(
+            without_element_comments(line),
+            "add element ip kproxy endpoints-tcp { 10.96.0.17 . tcp . 80 . 3 : 10.128.0.75 . 8080, \
+             10.96.0.17 . tcp . 80 . 4 : 10.128.0.76 . 8080 }"
+        );
+        let table = r#"add table ip kproxy { comment "kproxy rules for node node1"; }"#;
+        assert_eq!(without_element_comments(table), table);
+    }
+
+    #[test]
+    fn merge_element_commands_should_join_runs_into_the_same_set() {
+        let script = "add table ip t\n\
+                      add element ip t a { 1 comment \"x\" : 2 }\n\
+                      add element ip t a { 3 : 4, 5 : 6 }\n\
+                      add element ip t b { 7 }\n\
+                      add element ip t a { 8 }\n\
+                      add rule ip t c accept\n";
+        assert_eq!(
+            merge_element_commands(script),
+            "add table ip t\n\
+             add element ip t a { 1 comment \"x\" : 2, 3 : 4, 5 : 6 }\n\
+             add element ip t b { 7 }\n\
+             add element ip t a { 8 }\n\
+             add rule ip t c accept\n"
+        );
     }
 
     #[test]

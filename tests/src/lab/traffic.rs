@@ -1,8 +1,11 @@
 //! Traffic from the lab's namespaces: single requests, counted series, and waiting until the
-//! agent's rules show the expected behaviour.
+//! agent's rules show the expected behaviour. Every method takes the client as a [`Source`]: a
+//! namespace name (`pod.netns()`, `lab.node_netns()`, `ext.netns()`), or a namespace with a
+//! chosen source address (`ext.from(ip)`, [`Source::new`]).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{Lab, lock};
@@ -15,63 +18,108 @@ use crate::wait::{self, CHANGE_DEADLINE};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Requests per attempt while waiting for a set of pods to answer.
 const PROBE_BATCH: usize = 30;
+/// How long a request must go unanswered to count as dropped.
+pub const DROP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where a request comes from: a namespace, and optionally the source address to bind (one of
+/// the namespace's own); without one the kernel picks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source<'a> {
+    /// The client's network namespace.
+    pub netns: &'a str,
+    /// The source address to bind, if not the kernel's choice.
+    pub address: Option<IpAddr>,
+}
+
+impl<'a> Source<'a> {
+    /// Requests from namespace `netns`, bound to `address` when given.
+    #[must_use]
+    pub fn new(netns: &'a str, address: Option<IpAddr>) -> Self {
+        Self { netns, address }
+    }
+}
+
+impl<'a> From<&'a str> for Source<'a> {
+    fn from(netns: &'a str) -> Self {
+        Self { netns, address: None }
+    }
+}
+
+impl<'a> From<&'a String> for Source<'a> {
+    fn from(netns: &'a String) -> Self {
+        Self { netns, address: None }
+    }
+}
+
+impl fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address {
+            Some(address) => write!(f, "{} (from {address})", self.netns),
+            None => f.write_str(self.netns),
+        }
+    }
+}
 
 impl Lab {
     /// One TCP request from namespace `from` to `address`.
     ///
     /// # Errors
     /// See [`client::tcp_request`].
-    pub fn tcp_request(
+    pub fn tcp_request<'a>(
         &self,
-        from: &str,
+        from: impl Into<Source<'a>>,
         address: SocketAddr,
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
-        self.run_in(from, || client::tcp_request(address, timeout))
+        let from = from.into();
+        self.run_in(from.netns, || client::tcp_request_from(from.address, address, timeout))
     }
 
     /// One UDP request from namespace `from` to `address`, from a fresh socket.
     ///
     /// # Errors
     /// See [`client::udp_request`].
-    pub fn udp_request(
+    pub fn udp_request<'a>(
         &self,
-        from: &str,
+        from: impl Into<Source<'a>>,
         address: SocketAddr,
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
-        self.run_in(from, || client::udp_request(address, timeout))
+        let from = from.into();
+        self.run_in(from.netns, || client::udp_request_from(from.address, address, timeout))
     }
 
     /// One request over `protocol` from namespace `from` to `address`.
     ///
     /// # Errors
     /// See [`client::request`].
-    pub fn request(
+    pub fn request<'a>(
         &self,
-        from: &str,
+        from: impl Into<Source<'a>>,
         protocol: Protocol,
         address: SocketAddr,
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
-        self.run_in(from, || client::request(protocol, address, timeout))
+        let from = from.into();
+        self.run_in(from.netns, || client::request_from(from.address, protocol, address, timeout))
     }
 
     /// `count` requests over `protocol` from namespace `from` to `address`, each with its own
     /// socket, counted per answering pod.
     #[must_use]
-    pub fn tally(
+    pub fn tally<'a>(
         &self,
-        from: &str,
+        from: impl Into<Source<'a>>,
         protocol: Protocol,
         address: SocketAddr,
         count: usize,
         timeout: Duration,
     ) -> Tally {
-        self.run_in(from, || {
+        let from = from.into();
+        self.run_in(from.netns, || {
             let mut tally = Tally::default();
             for _ in 0..count {
-                tally.record(&client::request(protocol, address, timeout));
+                tally.record(&client::request_from(from.address, protocol, address, timeout));
             }
             tally
         })
@@ -79,11 +127,11 @@ impl Lab {
 
     /// Up to `count` requests, stopping at the first one that fails (a cheap probe while
     /// waiting: one lost request costs one timeout, not `count`).
-    fn probe(&self, from: &str, protocol: Protocol, address: SocketAddr, count: usize) -> Tally {
-        self.run_in(from, || {
+    fn probe(&self, from: Source<'_>, protocol: Protocol, address: SocketAddr, count: usize) -> Tally {
+        self.run_in(from.netns, || {
             let mut tally = Tally::default();
             for _ in 0..count {
-                let outcome = client::request(protocol, address, PROBE_TIMEOUT);
+                let outcome = client::request_from(from.address, protocol, address, PROBE_TIMEOUT);
                 tally.record(&outcome);
                 if outcome.is_err() {
                     break;
@@ -112,13 +160,14 @@ impl Lab {
     /// # Panics
     /// After [`CHANGE_DEADLINE`], with the last batch's tally.
     #[track_caller]
-    pub fn wait_for_answers<'pod>(
+    pub fn wait_for_answers<'pod, 'a>(
         &self,
-        from: &str,
+        from: impl Into<Source<'a>>,
         protocol: Protocol,
         address: SocketAddr,
         expected: impl IntoIterator<Item = &'pod Pod>,
     ) -> Duration {
+        let from = from.into();
         let want: BTreeSet<&str> = expected.into_iter().map(Pod::name).collect();
         let started = Instant::now();
         let what = format!("{protocol:?} {address} from {from} answered by exactly {want:?}");
@@ -130,6 +179,24 @@ impl Lab {
         started.elapsed()
     }
 
+    /// Waits until one request from `from` to `address` is answered, by anyone, and returns the
+    /// reply (for a Service with session affinity, where only one endpoint answers a client).
+    ///
+    /// # Panics
+    /// After [`CHANGE_DEADLINE`], with the last outcome.
+    #[track_caller]
+    pub fn wait_for_answer<'a>(
+        &self,
+        from: impl Into<Source<'a>>,
+        protocol: Protocol,
+        address: SocketAddr,
+    ) -> Reply {
+        let from = from.into();
+        self.eventually(&format!("{protocol:?} {address} from {from} answered"), || {
+            self.request(from, protocol, address, PROBE_TIMEOUT).map_err(|error| error.to_string())
+        })
+    }
+
     /// Waits until a request from `from` to `address` is refused. Returns how long it took.
     ///
     /// Mind the kernel's ICMP rate limit per destination host (a burst of 6, then one a
@@ -138,7 +205,13 @@ impl Lab {
     /// # Panics
     /// After [`CHANGE_DEADLINE`], with the last outcome.
     #[track_caller]
-    pub fn wait_for_refused(&self, from: &str, protocol: Protocol, address: SocketAddr) -> Duration {
+    pub fn wait_for_refused<'a>(
+        &self,
+        from: impl Into<Source<'a>>,
+        protocol: Protocol,
+        address: SocketAddr,
+    ) -> Duration {
+        let from = from.into();
         let started = Instant::now();
         self.eventually(&format!("{protocol:?} {address} from {from} refused"), || {
             match self.request(from, protocol, address, PROBE_TIMEOUT) {
@@ -148,6 +221,55 @@ impl Lab {
             }
         });
         started.elapsed()
+    }
+
+    /// Waits until a request from `from` to `address` goes unanswered for [`DROP_TIMEOUT`]
+    /// (dropped: no answer, no refusal). Returns how long it took.
+    ///
+    /// Only meaningful when the destination answers or refuses without the agent's rules; where
+    /// it would time out anyway (an uncaptured external IP), check another frontend of the same
+    /// manifest first, then [`Lab::assert_dropped`].
+    ///
+    /// # Panics
+    /// After [`CHANGE_DEADLINE`], with the last outcome.
+    #[track_caller]
+    pub fn wait_for_dropped<'a>(
+        &self,
+        from: impl Into<Source<'a>>,
+        protocol: Protocol,
+        address: SocketAddr,
+    ) -> Duration {
+        let from = from.into();
+        let started = Instant::now();
+        self.eventually(&format!("{protocol:?} {address} from {from} dropped"), || {
+            match self.request(from, protocol, address, DROP_TIMEOUT) {
+                Err(ClientError::Timeout) => Ok(()),
+                Ok(reply) => Err(format!("answered by {reply:?}")),
+                Err(other) => Err(other.to_string()),
+            }
+        });
+        started.elapsed()
+    }
+
+    /// Asserts that `attempts` requests from `from` to `address` each go unanswered for
+    /// [`DROP_TIMEOUT`]: dropped, neither answered nor refused.
+    ///
+    /// # Panics
+    /// If any request is answered or fails otherwise (refused, denied, unreachable).
+    #[track_caller]
+    pub fn assert_dropped<'a>(
+        &self,
+        from: impl Into<Source<'a>>,
+        protocol: Protocol,
+        address: SocketAddr,
+        attempts: usize,
+    ) {
+        let from = from.into();
+        let tally = self.tally(from, protocol, address, attempts, DROP_TIMEOUT);
+        assert!(
+            tally.timeouts == attempts,
+            "{protocol:?} {address} from {from} should be dropped (time out), got: {tally}"
+        );
     }
 
     fn assert_agents_alive(&self) {
