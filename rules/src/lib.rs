@@ -13,6 +13,7 @@
 //! and snapshot-testable. Start at [`nft::render`].
 #![forbid(unsafe_code)]
 
+pub mod conntrack;
 pub mod explain;
 pub mod k8s;
 pub mod model;

@@ -83,7 +83,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
 /// Starts the tasks that act on each successful sync's outcome, each with its own receiver.
 fn spawn_followers(outcomes: &OutcomeReceiver, status: &Arc<Status>) {
-    let _ = (outcomes, status);
+    tokio::spawn(crate::serve::health_check::follow(outcomes.clone(), Arc::clone(status)));
+    tokio::spawn(crate::dataplane::conntrack::follow(outcomes.clone(), Arc::clone(status)));
 }
 
 /// Resolves at SIGTERM or SIGINT.

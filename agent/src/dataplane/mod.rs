@@ -1,6 +1,7 @@
 //! The kernel side: everything that programs the kernel lives here, behind [`Dataplane`], so
 //! that the sync loop can be tested against an in-memory kernel.
 
+pub mod conntrack;
 pub mod nft;
 
 #[cfg(test)]

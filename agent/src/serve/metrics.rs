@@ -35,6 +35,11 @@ pub struct Metrics {
     pub healthz: CodeCounter,
     /// `kubeproxy_proxy_livez_total{code}`.
     pub livez: CodeCounter,
+    /// `kubeproxy_conntrack_reconciler_sync_duration_seconds`: time one stale UDP conntrack
+    /// cleanup takes, list and delete.
+    pub conntrack_reconciler_sync_duration: Histogram,
+    /// `kubeproxy_conntrack_reconciler_deleted_entries_total`: stale UDP conntrack entries deleted.
+    pub conntrack_reconciler_deleted_entries: Counter,
     /// `kproxy_services`: Service ports programmed.
     pub services: Gauge,
     /// `kproxy_endpoints`: endpoints of the programmed Service ports.
@@ -67,6 +72,8 @@ impl Metrics {
             sync_failures: Counter::default(),
             healthz: CodeCounter::default(),
             livez: CodeCounter::default(),
+            conntrack_reconciler_sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            conntrack_reconciler_deleted_entries: Counter::default(),
             services: Gauge::default(),
             endpoints: Gauge::default(),
             chains: Gauge::default(),
@@ -116,6 +123,16 @@ impl Metrics {
             m.healthz.clone(),
         );
         registry.register("kubeproxy_proxy_livez", "Cumulative proxy livez HTTP status", m.livez.clone());
+        registry.register(
+            "kubeproxy_conntrack_reconciler_sync_duration_seconds",
+            "ReconcileConntrackFlowsLatency latency in seconds",
+            m.conntrack_reconciler_sync_duration.clone(),
+        );
+        registry.register(
+            "kubeproxy_conntrack_reconciler_deleted_entries",
+            "Cumulative conntrack flows deleted by conntrack reconciler",
+            m.conntrack_reconciler_deleted_entries.clone(),
+        );
         registry.register("kproxy_services", "Service ports programmed", m.services.clone());
         registry.register(
             "kproxy_endpoints",
@@ -165,6 +182,8 @@ mod tests {
             "kubeproxy_sync_proxy_rules_service_changes_total",
             "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
             "kubeproxy_proxy_healthz_total{code=\"200\"} 1",
+            "kubeproxy_conntrack_reconciler_sync_duration_seconds_bucket",
+            "kubeproxy_conntrack_reconciler_deleted_entries_total",
             "kproxy_services",
             "kproxy_last_transaction_operations",
         ] {

@@ -2,6 +2,7 @@
 //! `/proxyMode`), fed by the sync loop through one shared [`Status`].
 
 pub mod health;
+pub mod health_check;
 pub mod http;
 pub mod metrics;
 
