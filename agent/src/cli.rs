@@ -54,6 +54,25 @@ pub enum DebugCommand {
     Rbac,
     /// Explain where a new connection goes: Service, path, endpoints with their chances.
     Explain(ExplainArgs),
+    /// Compare the desired tables with what the kernel holds; exit 1 on drift.
+    Diff(InspectArgs),
+    /// One screen: Services, endpoints, the running agent's last sync, drift.
+    Status(InspectArgs),
+}
+
+/// `kproxy debug diff` and `kproxy debug status`: the desired state, and the kernel.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Where Services and EndpointSlices come from (as for `run`).
+    #[command(flatten)]
+    pub source: RunSource,
+    /// Settings that change the rules (as for `run`; `status` also reads the agent's
+    /// health and metrics addresses from them).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// The nft binary.
+    #[command(flatten)]
+    pub nft: NftArgs,
 }
 
 /// `kproxy debug explain`.

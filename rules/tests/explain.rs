@@ -109,8 +109,13 @@ fn packet(source: Option<&str>, destination: &str, port: u16, from_node: bool) -
     }
 }
 
-/// (name, packet, expected endpoints or outcome, masquerade)
-fn endpoints(outcome: &Outcome) -> Vec<(String, u32)> {
+/// Endpoint addresses with their chance in percent, or the outcome's name.
+type Landing = Vec<(String, u32)>;
+
+/// (name, packet, expected landing, masquerade)
+type Case = (&'static str, Packet, Landing, bool);
+
+fn endpoints(outcome: &Outcome) -> Landing {
     match outcome {
         Outcome::Endpoints(c) => {
             c.iter().map(|c| (c.endpoint.ip().to_string(), (c.probability * 100.0).round() as u32)).collect()
@@ -127,7 +132,7 @@ fn explain_should_trace_every_packet_case_like_the_kernel() {
     let local = vec![("10.244.1.1".to_string(), 100)];
     let reject = vec![("Reject".to_string(), 0)];
     let drop = vec![("Drop".to_string(), 0)];
-    let cases: Vec<(&str, Packet, Vec<(String, u32)>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "pod to ClusterIP: each endpoint 1/3",
             packet(Some("10.244.1.9"), "10.96.0.1", 80, false),

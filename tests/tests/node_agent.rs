@@ -129,3 +129,42 @@ fn periodic_full_sync_should_repair_a_table_deleted_by_hand() {
     let took = lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
     eprintln!("the table was back and serving {took:?} after it was deleted");
 }
+
+#[test]
+fn debug_diff_and_status_should_report_drift_between_the_plan_and_the_kernel() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let client = lab.add_pod("client");
+    let web = lab.add_pod("web1");
+    web.serve_tcp(8080);
+    let service =
+        Service::cluster_ip("default", "web", "10.96.0.83").port(ServicePort::tcp("http", 80, 8080));
+    lab.manifests().write(
+        "web.yaml",
+        &[&service, &EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()))],
+    );
+    let _agent = lab.start_kproxy_with(lab.manifests().path(), &["--sync-period", "1h"]);
+    lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+    let dir = lab.manifests().path().display().to_string();
+    let args = ["--manifests", dir.as_str(), "--hostname-override", kproxy_e2e::NODE_NAME];
+    let diff = |lab: &Lab| lab.kproxy(&[&["debug", "diff"][..], &args[..]].concat());
+
+    let clean = diff(&lab);
+    assert!(clean.success(), "no drift right after a sync: {clean}");
+    assert!(clean.stdout.contains("no drift"), "{clean}");
+
+    lab.nft(&["delete", "element", "ip", "kproxy", "service-ips", "{ 10.96.0.83 . tcp . 80 }"])
+        .expect_success();
+    let drifted = diff(&lab);
+    assert_eq!(drifted.status.code(), Some(1), "drift exits 1: {drifted}");
+    assert!(drifted.stdout.contains("- service-ips: 10.96.0.83 . tcp . 80 : goto pick-tcp-1"), "{drifted}");
+
+    let status = lab.kproxy(&[&["debug", "status"][..], &args[..]].concat()).expect_success();
+    for line in
+        ["services:       1 (1 ports, 1 endpoints)", "\"healthy\": true", "drift:          1 differences"]
+    {
+        assert!(status.contains(line), "{line:?} missing from\n{status}");
+    }
+}

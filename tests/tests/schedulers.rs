@@ -147,7 +147,7 @@ fn maglev_should_keep_the_clients_of_the_remaining_endpoints_when_one_is_removed
         assert_eq!(tally.pods().len(), 1, "{tally}");
         tally.pods()[0].to_string()
     };
-    let before: Vec<String> = clients.iter().map(|c| land(c)).collect();
+    let before: Vec<String> = clients.iter().map(&land).collect();
     for (client, pod) in clients.iter().zip(&before) {
         let ip = pods.iter().find(|p| p.name() == pod).unwrap().ip().to_string();
         assert_eq!(predicted(&lab, address, client), ip, "{}", client.name());
@@ -159,7 +159,7 @@ fn maglev_should_keep_the_clients_of_the_remaining_endpoints_when_one_is_removed
         let now = land(&clients[0]);
         if now == removed { Err("still there".to_string()) } else { Ok(()) }
     });
-    let after: Vec<String> = clients.iter().map(|c| land(c)).collect();
+    let after: Vec<String> = clients.iter().map(&land).collect();
     let stayed = before.iter().zip(&after).filter(|(b, _)| **b != removed).filter(|(b, a)| b == a).count();
     let others = before.iter().filter(|b| **b != removed).count();
     eprintln!(

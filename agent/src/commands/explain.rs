@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use kproxy_rules::explain::{Outcome, Packet, explain as trace};
 
-use crate::cli::{ExplainArgs, OutputFormat};
+use crate::cli::{ExplainArgs, OutputFormat, RunSource};
+use crate::config::Config;
 use crate::node::NodeSettings;
 use crate::plan::plan;
 use crate::sources::kube::KubeSource;
@@ -21,7 +22,7 @@ pub async fn explain(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    let snapshot = match snapshot(args).await {
+    let snapshot = match snapshot(&args.source, &config).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             tracing::error!("{e}");
@@ -74,12 +75,12 @@ pub async fn explain(args: &ExplainArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn snapshot(args: &ExplainArgs) -> Result<Snapshot, String> {
-    if let Some(dir) = &args.source.manifests {
+/// One snapshot of the inputs: the manifests directory, or the API once every cache is ready.
+pub async fn snapshot(source: &RunSource, config: &Config) -> Result<Snapshot, String> {
+    if let Some(dir) = &source.manifests {
         return ManifestFiles::read(dir).map(|files| files.parse()).map_err(|e| e.to_string());
     }
-    let client = super::kube_client(args.source.kubeconfig.as_deref()).await?;
-    let config = args.settings.resolve().map_err(|e| e.to_string())?;
+    let client = super::kube_client(source.kubeconfig.as_deref()).await?;
     let mut source = KubeSource::start(client, &super::node_name(config.hostname_override.as_deref()));
     source.ready().await;
     Ok(source.snapshot())

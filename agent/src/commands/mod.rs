@@ -3,6 +3,7 @@
 mod cleanup;
 mod debug;
 mod explain;
+mod inspect;
 mod render;
 mod run;
 
@@ -27,6 +28,8 @@ pub fn run(command: Command) -> ExitCode {
             Command::Debug(DebugCommand::Config(args)) => debug::config(&args),
             Command::Debug(DebugCommand::Rbac) => debug::rbac(),
             Command::Debug(DebugCommand::Explain(args)) => explain::explain(&args).await,
+            Command::Debug(DebugCommand::Diff(args)) => inspect::diff(&args).await,
+            Command::Debug(DebugCommand::Status(args)) => inspect::status(&args).await,
             Command::Cleanup(args) => cleanup::cleanup(&args).await,
         }
     })

@@ -82,6 +82,27 @@ impl NftCli {
         written.map_err(|source| self.spawn_error(source))
     }
 
+    /// `nft -j list table`: the table as nft's JSON, or `None` when it does not exist.
+    pub async fn list_table(&self, table: &TableRef) -> Result<Option<serde_json::Value>, NftError> {
+        let output = self
+            .command()
+            .args(["-j", "list", "table", table.family.as_str(), &table.name])
+            .output()
+            .await
+            .map_err(|source| self.spawn_error(source))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if stderr.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(rejected(output.status, &output.stderr));
+        }
+        serde_json::from_slice(&output.stdout).map(Some).map_err(|e| NftError::Rejected {
+            status: output.status,
+            stderr: format!("unreadable nft JSON: {e}"),
+        })
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.kill_on_drop(true);

@@ -69,7 +69,7 @@ impl ManifestFiles {
                     continue;
                 }
             };
-            let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+            let documents: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, yaml_options()) {
                 Ok(documents) => documents,
                 Err(e) => {
                     snapshot.errors.push(file_error(format!("not valid YAML: {e}")));
@@ -86,6 +86,18 @@ impl ManifestFiles {
         }
         snapshot
     }
+}
+
+/// The YAML parser's limits: the defaults (1024 documents, 250k nodes) would refuse a
+/// cluster-sized manifest file whole; alias and anchor limits stay, against alias bombs.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 100_000_000;
+    budget.max_events = 400_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// Adds one document's object (a list's objects) to the snapshot, or the reason it cannot.

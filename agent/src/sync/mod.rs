@@ -199,8 +199,6 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         let node = self.node.context(node_object);
         let plan = plan(&snapshot, &node);
         self.log_new_problems(&plan.errors, &plan.warnings);
-        let plan_time = started.elapsed();
-
         let replace = || (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default());
         let (kind, changes, cleanup) = match (&self.applied, kind) {
             (Some(applied), SyncKind::Incremental) => match nft::diff(applied, &plan.ruleset) {
@@ -215,6 +213,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             },
             _ => replace(),
         };
+        let plan_time = started.elapsed();
 
         let apply_started = Instant::now();
         if !changes.is_empty()

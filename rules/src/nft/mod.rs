@@ -13,6 +13,7 @@ mod ir;
 mod listing;
 pub mod names;
 mod render;
+mod summary;
 mod syntax;
 mod transaction;
 mod validate;
@@ -25,5 +26,6 @@ pub use ir::{
 };
 pub use listing::Listing;
 pub use render::render;
+pub use summary::{Drift, TableSummary};
 pub use transaction::{Operation, Transaction};
 pub use validate::InvalidRuleset;
