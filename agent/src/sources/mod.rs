@@ -67,6 +67,16 @@ pub struct Snapshot {
     pub errors: Vec<InputError>,
 }
 
+impl Snapshot {
+    /// Appends `other`'s objects and errors (the objects are shared, not copied).
+    pub fn extend(&mut self, other: &Snapshot) {
+        self.services.extend(other.services.iter().cloned());
+        self.endpoint_slices.extend(other.endpoint_slices.iter().cloned());
+        self.nodes.extend(other.nodes.iter().cloned());
+        self.errors.extend(other.errors.iter().cloned());
+    }
+}
+
 /// How many objects of each kind changed since the last call to [`Source::changed`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
