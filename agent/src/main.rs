@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod config;
 mod dataplane;
+mod events;
 mod node;
 mod plan;
 mod serve;

@@ -2,7 +2,7 @@
 //! problem tied back to where the object came from.
 
 use kproxy_rules::k8s::{self, Converted, ObjectError};
-use kproxy_rules::model::{self, NodeContext, ServicePortEndpoints};
+use kproxy_rules::model::{self, NodeContext, ServiceName, ServicePortEndpoints};
 use kproxy_rules::nft::{self, Ruleset};
 
 use crate::sources::{InputError, Located, Snapshot};
@@ -17,7 +17,19 @@ pub struct Plan {
     /// The Service ports programmed, with all their endpoints.
     pub ports: Vec<ServicePortEndpoints>,
     /// Problems that did not keep an object out (an unknown scheduler, say).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// A problem with a Service that is still programmed; logged, and an Event on the Service when
+/// the agent follows the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The Service.
+    pub service: ServiceName,
+    /// A CamelCase reason, for the Event.
+    pub reason: &'static str,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl Plan {
@@ -39,7 +51,16 @@ pub fn plan(snapshot: &Snapshot, node: &NodeContext) -> Plan {
             .iter()
             .map(|c| InputError { location: "frontend conflict".into(), message: c.to_string() }),
     );
-    let warnings = services.iter().flat_map(|s| s.warnings.iter().cloned()).collect();
+    let warnings = services
+        .iter()
+        .flat_map(|s| {
+            s.warnings.iter().map(|message| Warning {
+                service: s.name.clone(),
+                reason: "UnknownScheduler",
+                message: message.clone(),
+            })
+        })
+        .collect();
     Plan { ruleset: nft::render(&joined.ports, node), errors, ports: joined.ports, warnings }
 }
 

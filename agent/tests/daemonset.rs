@@ -228,8 +228,8 @@ fn manifests_should_share_the_name_label_and_namespace() {
 // === RBAC ===
 
 #[test]
-fn cluster_role_should_only_read_services_nodes_and_endpointslices() {
-    let expected: BTreeSet<(String, String, String)> =
+fn cluster_role_should_read_services_nodes_and_endpointslices_and_only_write_events() {
+    let mut expected: BTreeSet<(String, String, String)> =
         [("", "services"), ("", "nodes"), ("discovery.k8s.io", "endpointslices")]
             .into_iter()
             .flat_map(|(group, resource)| {
@@ -237,6 +237,9 @@ fn cluster_role_should_only_read_services_nodes_and_endpointslices() {
                     .map(|verb| (group.to_string(), resource.to_string(), verb.to_string()))
             })
             .collect();
+    for verb in ["create", "patch"] {
+        expected.insert(("events.k8s.io".into(), "events".into(), verb.into()));
+    }
     assert_eq!(permissions(&cluster_role_rules()), expected);
 }
 

@@ -167,3 +167,39 @@ fn maglev_should_keep_the_clients_of_the_remaining_endpoints_when_one_is_removed
     );
     assert_eq!(stayed, others, "Maglev keeps the other clients where they were");
 }
+
+#[test]
+fn source_hash_should_spread_many_clients_over_the_endpoints_through_a_node_port() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let ext = lab.add_external_client();
+    let pods = lab.add_pods(&["pod1", "pod2", "pod3"]);
+    for pod in &pods {
+        pod.serve_tcp(8080);
+    }
+    lab.manifests().write("node.yaml", &[&kproxy_e2e::Node::lab_node()]);
+    let service = Service::node_port("default", "web", "10.96.0.93")
+        .port(ServicePort::tcp("http", 80, 8080).node_port(30093));
+    write(&lab, &service, "sh", &pods.iter().collect::<Vec<_>>());
+    let _agent = lab.start_kproxy(lab.manifests().path());
+    let address = service.node_port_on(kproxy_e2e::NODE_UPLINK_IP, "http");
+    lab.eventually("the node port answers", || {
+        lab.request(ext.netns(), Protocol::Tcp, address, TIMEOUT).map_err(|e| e.to_string())
+    });
+    let mut per_pod: BTreeMap<String, usize> = BTreeMap::new();
+    let sources = ext.extra_ips();
+    for source in &sources {
+        let tally = lab.tally(ext.from(*source), Protocol::Tcp, address, 4, TIMEOUT);
+        assert_eq!(tally.failures(), 0, "{source}: {tally}");
+        assert_eq!(tally.pods().len(), 1, "one client address, one endpoint: {source}: {tally}");
+        *per_pod.entry(tally.pods()[0].to_string()).or_default() += 1;
+    }
+    eprintln!("sh over {} client addresses: {per_pod:?}", sources.len());
+    assert_eq!(per_pod.len(), 3, "every endpoint gets clients: {per_pod:?}");
+    assert!(
+        per_pod.values().all(|n| *n * 5 <= sources.len() * 3),
+        "no endpoint takes more than 60%: {per_pod:?}"
+    );
+}

@@ -7,6 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::dataplane::nft::NftCli;
+use crate::events::Events;
 use crate::node::NodeSettings;
 use crate::serve::health::Health;
 use crate::serve::metrics::Metrics;
@@ -73,8 +74,12 @@ pub async fn run(args: RunArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let events = Events::new(client.clone(), &node.name);
             let source = KubeSource::start(client, &node.name);
-            SyncLoop::new(source, nft, node, settings, status, outcomes).run(shutdown).await;
+            SyncLoop::new(source, nft, node, settings, status, outcomes)
+                .with_events(events)
+                .run(shutdown)
+                .await;
         }
     }
     tracing::info!("stopping; the rules stay in place (`kproxy cleanup` removes them)");

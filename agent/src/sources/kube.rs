@@ -33,6 +33,8 @@ pub const API_ACCESS: &[(&str, &str, &[&str])] = &[
     ("", "services", &["get", "list", "watch"]),
     ("", "nodes", &["get", "list", "watch"]),
     ("discovery.k8s.io", "endpointslices", &["get", "list", "watch"]),
+    // Warning Events on Services (an unknown scheduler): crate::events.
+    ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
 /// Counts events per kind and wakes the sync loop.

@@ -23,8 +23,9 @@ use kproxy_rules::nft::{self, Ruleset, Transaction};
 use tokio::time::{Instant, sleep_until};
 
 use crate::dataplane::Dataplane;
+use crate::events::Events;
 use crate::node::NodeSettings;
-use crate::plan::plan;
+use crate::plan::{Warning, plan};
 use crate::serve::Status;
 use crate::sources::{Changes, InputError, Snapshot, Source};
 
@@ -102,8 +103,10 @@ pub struct SyncLoop<S, D> {
     retry_at: Option<Instant>,
     /// The input errors last logged, so that a lasting problem is logged once.
     logged_errors: Vec<InputError>,
-    /// The warnings last logged, likewise.
-    logged_warnings: Vec<String>,
+    /// The warnings last reported, likewise.
+    logged_warnings: Vec<Warning>,
+    /// Where warnings become Kubernetes Events, when the agent follows the API.
+    events: Option<Events>,
     /// The trigger time last seen per EndpointSlice; `None` until the first sync.
     trigger_times: Option<HashMap<String, String>>,
     /// Where each successful sync's outcome is published.
@@ -131,9 +134,17 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
             retry_at: None,
             logged_errors: Vec::new(),
             logged_warnings: Vec::new(),
+            events: None,
             trigger_times: None,
             outcomes,
         }
+    }
+
+    /// Also reports warnings as Events on their objects.
+    #[must_use]
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Runs until `shutdown` resolves; the rules stay as they are.
@@ -198,7 +209,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         self.status.health.set_node(node_object);
         let node = self.node.context(node_object);
         let plan = plan(&snapshot, &node);
-        self.log_new_problems(&plan.errors, &plan.warnings);
+        self.report_new_problems(&plan.errors, &plan.warnings).await;
         let replace = || (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default());
         let (kind, changes, cleanup) = match (&self.applied, kind) {
             (Some(applied), SyncKind::Incremental) => match nft::diff(applied, &plan.ruleset) {
@@ -271,13 +282,16 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         self.outcomes.send_replace(Some(Arc::new(SyncOutcome { ports: Arc::new(plan.ports), node })));
     }
 
-    fn log_new_problems(&mut self, errors: &[InputError], warnings: &[String]) {
+    async fn report_new_problems(&mut self, errors: &[InputError], warnings: &[Warning]) {
         for error in errors.iter().filter(|e| !self.logged_errors.contains(e)) {
             tracing::warn!("skipped: {error}");
         }
         self.logged_errors = errors.to_vec();
         for warning in warnings.iter().filter(|w| !self.logged_warnings.contains(w)) {
-            tracing::warn!("{warning}");
+            tracing::warn!("{}", warning.message);
+            if let Some(events) = &self.events {
+                events.warn(warning).await;
+            }
         }
         self.logged_warnings = warnings.to_vec();
     }
