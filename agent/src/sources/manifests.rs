@@ -154,8 +154,15 @@ pub struct ManifestSource {
     interval: Duration,
     /// The files last read, each with what it parsed to: a change re-parses only the files
     /// that changed, which at thousands of Services is most of a sync's cost.
-    parsed: Option<Vec<(PathBuf, Result<String, String>, Snapshot)>>,
+    parsed: Option<Vec<ParsedFile>>,
     read_error: Option<String>,
+}
+
+/// One manifest file as read, and what it parsed to.
+struct ParsedFile {
+    path: PathBuf,
+    text: Result<String, String>,
+    snapshot: Snapshot,
 }
 
 impl ManifestSource {
@@ -173,22 +180,25 @@ impl ManifestSource {
                 let first = self.parsed.is_none();
                 let previous = self.parsed.take().unwrap_or_default();
                 let unchanged = previous.len() == files.files.len()
-                    && previous.iter().zip(&files.files).all(|((p, t, _), (q, u))| p == q && t == u);
+                    && previous
+                        .iter()
+                        .zip(&files.files)
+                        .all(|(old, (path, text))| old.path == *path && old.text == *text);
                 if unchanged && !first {
                     self.parsed = Some(previous);
                     return false;
                 }
-                let mut cache: std::collections::HashMap<PathBuf, (Result<String, String>, Snapshot)> =
-                    previous.into_iter().map(|(path, text, parsed)| (path, (text, parsed))).collect();
+                let mut cache: std::collections::HashMap<PathBuf, ParsedFile> =
+                    previous.into_iter().map(|file| (file.path.clone(), file)).collect();
                 let parsed = files
                     .files
                     .into_iter()
                     .map(|(path, text)| {
                         let snapshot = match cache.remove(&path) {
-                            Some((old, snapshot)) if old == text => snapshot,
+                            Some(old) if old.text == text => old.snapshot,
                             _ => parse_file(&path, &text),
                         };
-                        (path, text, snapshot)
+                        ParsedFile { path, text, snapshot }
                     })
                     .collect();
                 self.parsed = Some(parsed);
@@ -224,8 +234,8 @@ impl Source for ManifestSource {
 
     fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot::default();
-        for (_, _, part) in self.parsed.iter().flatten() {
-            snapshot.extend(part);
+        for file in self.parsed.iter().flatten() {
+            snapshot.extend(&file.snapshot);
         }
         snapshot
     }
