@@ -24,10 +24,12 @@ pub fn render(args: &RenderArgs) -> ExitCode {
     let settings =
         NodeSettings::new(super::node_name(args.source.hostname_override.as_deref()), &Config::default());
     let plan = plan(&snapshot, &settings.context(settings.find(&snapshot.nodes)));
-    match args.format {
-        RenderFormat::Nft => print!("{}", Transaction::replace(&plan.ruleset)),
-        RenderFormat::Listing => print!("{}", Listing(&plan.ruleset)),
-    }
+    let text = match args.format {
+        RenderFormat::Nft => Transaction::replace(&plan.ruleset).to_string(),
+        RenderFormat::Listing => Listing(&plan.ruleset).to_string(),
+    };
+    // A reader that stops early (`| head`) closes the pipe: not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     for error in &plan.errors {
         tracing::error!("skipped: {error}");
     }
