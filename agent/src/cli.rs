@@ -122,17 +122,6 @@ fn parse_destination(text: &str) -> Result<(std::net::SocketAddr, kproxy_rules::
     Ok((address, protocol))
 }
 
-/// Where Services and EndpointSlices come from, and which node they are planned for.
-#[derive(Debug, Args)]
-pub struct SourceArgs {
-    /// A directory of YAML manifests (multi-document files; `*.yaml`, `*.yml`).
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
-    /// The node's name, as in the Node object; defaults to the host name.
-    #[arg(long, value_name = "NODE")]
-    pub hostname_override: Option<String>,
-}
-
 /// Access to the `nft` binary.
 #[derive(Debug, Args)]
 pub struct NftArgs {
@@ -206,7 +195,7 @@ pub struct SettingsArgs {
     /// `minSyncPeriod`: the least time between two syncs (default 1s); changes coalesce.
     #[arg(long, value_name = "DURATION")]
     pub min_sync_period: Option<String>,
-    /// `syncPeriod`: how often the tables are replaced in full to repair drift (default 30s).
+    /// `syncPeriod`: how often every chain and set is rewritten to repair drift (default 30s).
     #[arg(long, value_name = "DURATION")]
     pub sync_period: Option<String>,
     /// `scheduler`: the default selection algorithm: random, rr, sh or maglev (default random;
@@ -248,9 +237,12 @@ impl SettingsArgs {
 /// `kproxy debug render`.
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// Inputs.
+    /// A directory of YAML manifests (multi-document files; `*.yaml`, `*.yml`).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// Settings that change the rules (as for `run`).
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub settings: SettingsArgs,
     /// What to print.
     #[arg(long, value_enum, default_value_t = RenderFormat::Nft)]
     pub format: RenderFormat,

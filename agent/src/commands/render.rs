@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use kproxy_rules::nft::{Listing, Transaction};
 
 use crate::cli::{RenderArgs, RenderFormat};
-use crate::config::Config;
 use crate::node::NodeSettings;
 use crate::plan::plan;
 use crate::sources::manifests::ManifestFiles;
@@ -13,7 +12,14 @@ use crate::sources::manifests::ManifestFiles;
 /// Prints the transaction (or listing) to stdout and every skipped object to stderr; exits 1
 /// when an object had to be skipped, so that scripts can tell.
 pub fn render(args: &RenderArgs) -> ExitCode {
-    let files = match ManifestFiles::read(&args.source.manifests) {
+    let config = match args.settings.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(78);
+        }
+    };
+    let files = match ManifestFiles::read(&args.manifests) {
         Ok(files) => files,
         Err(e) => {
             tracing::error!("{e}");
@@ -21,8 +27,7 @@ pub fn render(args: &RenderArgs) -> ExitCode {
         }
     };
     let snapshot = files.parse();
-    let settings =
-        NodeSettings::new(super::node_name(args.source.hostname_override.as_deref()), &Config::default());
+    let settings = NodeSettings::new(super::node_name(config.hostname_override.as_deref()), &config);
     let plan = plan(&snapshot, &settings.context(settings.find(&snapshot.nodes)));
     let text = match args.format {
         RenderFormat::Nft => Transaction::replace(&plan.ruleset).to_string(),
