@@ -90,6 +90,9 @@ struct Builder {
 struct PortPlan<'a> {
     port: &'a ServicePort,
     scheduler: Scheduler,
+    /// How many endpoints the slices list, whatever their conditions: sizes Maglev's table, so
+    /// that an endpoint turning ready or not ready does not change the size and rehash everyone.
+    listed: usize,
     comment: String,
     cluster: Vec<&'a Endpoint>,
     local: Vec<&'a Endpoint>,
@@ -120,6 +123,7 @@ impl Builder {
         let mut plan = PortPlan {
             port,
             scheduler: info.scheduler.unwrap_or(node.default_scheduler),
+            listed: service_port.endpoints.len(),
             comment: names::port_comment(&port.name),
             cluster_target: (!cluster.is_empty()).then_some(Target::Slots(Scope::Cluster)),
             local_target: (!local.is_empty()).then_some(Target::Slots(Scope::Local)),
@@ -278,7 +282,7 @@ impl Builder {
             Frontend::NodePort(port) => (Keying::NodePort, vec![Value::Proto(protocol), Value::Port(port)]),
         };
         let map = names::slot_map(scope, keying, protocol);
-        let slots = slot_endpoints(plan.scheduler, endpoints);
+        let slots = slot_endpoints(plan.scheduler, endpoints, plan.listed);
         for (slot, endpoint) in slots.iter().enumerate() {
             let mut slot_key = key.clone();
             slot_key.push(Value::Int(u32::try_from(slot).unwrap_or(u32::MAX)));
@@ -372,13 +376,14 @@ impl Builder {
 }
 
 /// The endpoint behind each slot: one slot per endpoint, except for Maglev, whose slots are
-/// its lookup table.
-fn slot_endpoints<'a>(scheduler: Scheduler, endpoints: &[&'a Endpoint]) -> Vec<&'a Endpoint> {
+/// its lookup table, sized for the `listed` endpoints (at least the chosen ones).
+fn slot_endpoints<'a>(scheduler: Scheduler, endpoints: &[&'a Endpoint], listed: usize) -> Vec<&'a Endpoint> {
     if scheduler != Scheduler::Maglev {
         return endpoints.to_vec();
     }
     let names: Vec<String> = endpoints.iter().map(|e| format!("{}:{}", e.address, e.port)).collect();
-    maglev_table(&names, maglev_table_size(endpoints.len())).into_iter().map(|i| endpoints[i]).collect()
+    let size = maglev_table_size(listed.max(endpoints.len()));
+    maglev_table(&names, size).into_iter().map(|i| endpoints[i]).collect()
 }
 
 /// `meta l4proto P dnat to <frontend key> . <choice> map @<slot map>`.
