@@ -93,11 +93,11 @@ pub fn explain(ruleset: &Ruleset, packet: &Packet) -> Result<Explanation, TraceE
     let mut walk =
         Walk { table, packet, path: Vec::new(), service_port: None, masquerade: false, selection: None };
     let firewall = if packet.from_node { names::FILTER_OUTPUT_PRE_DNAT } else { names::FILTER_PREROUTING };
-    if let Flow::Stop(outcome) = walk.chain(firewall, 1.0)? {
+    if let Flow::Stop(outcome) = walk.chain(firewall)? {
         return Ok(walk.finish(outcome));
     }
     let nat = if packet.from_node { names::NAT_OUTPUT } else { names::NAT_PREROUTING };
-    match walk.chain(nat, 1.0)? {
+    match walk.chain(nat)? {
         Flow::Stop(outcome) => return Ok(walk.finish(outcome)),
         Flow::Continue => {}
     }
@@ -112,7 +112,7 @@ pub fn explain(ruleset: &Ruleset, packet: &Packet) -> Result<Explanation, TraceE
         (false, true) => names::FILTER_INPUT,
         (false, false) => names::FILTER_FORWARD,
     };
-    let outcome = match walk.chain(filter, 1.0)? {
+    let outcome = match walk.chain(filter)? {
         Flow::Stop(outcome) => outcome,
         Flow::Continue => Outcome::NotAService,
     };
@@ -159,7 +159,7 @@ impl Walk<'_> {
         TraceError { chain: chain.into(), statement: format!("{statement:?}") }
     }
 
-    fn chain(&mut self, name: &str, weight: f64) -> Result<Flow, TraceError> {
+    fn chain(&mut self, name: &str) -> Result<Flow, TraceError> {
         let Some(chain) = self.table.chains.get(name) else { return Ok(Flow::Continue) };
         self.path.push(name.to_string());
         'rules: for rule in &chain.rules {
@@ -203,7 +203,7 @@ impl Walk<'_> {
                             self.service_port.clone_from(&element.comment);
                         }
                         match &element.value {
-                            Some(ElementValue::Verdict(verdict)) => match self.verdict(verdict, weight)? {
+                            Some(ElementValue::Verdict(verdict)) => match self.verdict(verdict)? {
                                 Some(flow) => return Ok(flow),
                                 None => continue 'rules,
                             },
@@ -223,22 +223,18 @@ impl Walk<'_> {
                     Statement::NumgenVmap { chains } => {
                         self.selection.get_or_insert_with(|| format!("random among {} endpoints (new clients; a known client keeps its endpoint: session affinity)", chains.len()));
                         let share = 1.0 / chains.len() as f64;
-                        let mut merged: BTreeMap<SocketAddr, f64> = BTreeMap::new();
+                        let mut found = Vec::new();
                         for target in chains {
-                            if let Flow::Stop(Outcome::Endpoints(found)) = self.chain(target, share)? {
-                                for c in found {
-                                    *merged.entry(c.endpoint).or_default() += c.probability * share;
-                                }
+                            if let Flow::Stop(Outcome::Endpoints(candidates)) = self.chain(target)? {
+                                found.extend(
+                                    candidates.into_iter().map(|c| (c.endpoint, c.probability * share)),
+                                );
                             }
                         }
-                        let candidates = merged
-                            .into_iter()
-                            .map(|(endpoint, probability)| Candidate { endpoint, probability })
-                            .collect();
-                        return Ok(Flow::Stop(Outcome::Endpoints(candidates)));
+                        return Ok(Flow::Stop(Outcome::Endpoints(merge(found))));
                     }
                     Statement::Reject | Statement::RejectTcpReset => return Ok(Flow::Stop(Outcome::Reject)),
-                    Statement::Verdict(verdict) => match self.verdict(verdict, weight)? {
+                    Statement::Verdict(verdict) => match self.verdict(verdict)? {
                         Some(flow) => return Ok(flow),
                         None => continue 'rules,
                     },
@@ -249,16 +245,16 @@ impl Walk<'_> {
     }
 
     /// Follows a verdict; `None` means evaluation goes on with the next rule.
-    fn verdict(&mut self, verdict: &Verdict, weight: f64) -> Result<Option<Flow>, TraceError> {
+    fn verdict(&mut self, verdict: &Verdict) -> Result<Option<Flow>, TraceError> {
         Ok(match verdict {
             Verdict::Accept => Some(Flow::Stop(Outcome::NotAService)),
             Verdict::Drop => Some(Flow::Stop(Outcome::Drop)),
             Verdict::Return => Some(Flow::Continue),
-            Verdict::Jump(target) => match self.chain(target, weight)? {
+            Verdict::Jump(target) => match self.chain(target)? {
                 Flow::Stop(outcome) => Some(Flow::Stop(outcome)),
                 Flow::Continue => None,
             },
-            Verdict::Goto(target) => Some(self.chain(target, weight)?),
+            Verdict::Goto(target) => Some(self.chain(target)?),
         })
     }
 
@@ -322,17 +318,25 @@ impl Walk<'_> {
             None => (0..modulus).collect(),
         };
         let share = 1.0 / slots.len() as f64;
-        let mut merged: BTreeMap<SocketAddr, f64> = BTreeMap::new();
-        for slot in slots {
-            match endpoint_of(slot) {
-                Some(endpoint) => *merged.entry(endpoint).or_default() += share,
-                None => return Err(Self::error(chain, statement)),
-            }
-        }
-        Ok(Outcome::Endpoints(
-            merged.into_iter().map(|(endpoint, probability)| Candidate { endpoint, probability }).collect(),
-        ))
+        let found = slots
+            .into_iter()
+            .map(|slot| {
+                endpoint_of(slot)
+                    .map(|endpoint| (endpoint, share))
+                    .ok_or_else(|| Self::error(chain, statement))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Outcome::Endpoints(merge(found)))
     }
+}
+
+/// Sums the chances of endpoints reached in several ways (several slots, several branches).
+fn merge(found: Vec<(SocketAddr, f64)>) -> Vec<Candidate> {
+    let mut merged: BTreeMap<SocketAddr, f64> = BTreeMap::new();
+    for (endpoint, probability) in found {
+        *merged.entry(endpoint).or_default() += probability;
+    }
+    merged.into_iter().map(|(endpoint, probability)| Candidate { endpoint, probability }).collect()
 }
 
 /// The slot `jhash ip saddr mod N seed S` gives: the kernel's `jhash()` (Bob Jenkins'
@@ -457,5 +461,20 @@ impl fmt::Display for Explanation {
                 "no (the endpoint sees the client's address)"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jhash;
+
+    #[test]
+    fn jhash_should_give_lookup3s_published_test_vectors() {
+        // Bob Jenkins' lookup3.c driver5 values for hashlittle(), which the kernel's jhash()
+        // computes byte for byte.
+        assert_eq!(jhash(b"", 0), 0xdead_beef);
+        assert_eq!(jhash(b"", 0xdead_beef), 0xbd5b_7dde);
+        assert_eq!(jhash(b"Four score and seven years ago", 0), 0x1777_0551);
+        assert_eq!(jhash(b"Four score and seven years ago", 1), 0xcd62_8161);
     }
 }
