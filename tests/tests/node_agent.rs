@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use kproxy_e2e::{Endpoint, EndpointSlice, Lab, Protocol, Service, ServicePort, root_or_skip};
+use kproxy_e2e::{Agent, Endpoint, EndpointSlice, Lab, Pod, Protocol, Service, ServicePort, root_or_skip};
 
 /// `GET path` over HTTP/1.0 from the node namespace: (status code, body).
 fn http_get(lab: &Lab, address: &str, path: &str) -> (u16, String) {
@@ -23,23 +23,29 @@ fn http_get(lab: &Lab, address: &str, path: &str) -> (u16, String) {
     })
 }
 
+/// A client pod, a pod serving TCP 8080, a Service `default/web` at `cluster_ip`:80 for it, and
+/// the agent (with `extra` arguments) programming it; returns once the pod answers.
+fn serving_one_pod(lab: &Lab, cluster_ip: &str, extra: &[&str]) -> (Pod, Pod, Service, Agent) {
+    let client = lab.add_pod("client");
+    let web = lab.add_pod("web1");
+    web.serve_tcp(8080);
+    let service = Service::cluster_ip("default", "web", cluster_ip).port(ServicePort::tcp("http", 80, 8080));
+    lab.manifests().write(
+        "web.yaml",
+        &[&service, &EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()))],
+    );
+    let agent = lab.start_kproxy_with(lab.manifests().path(), extra);
+    lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+    (client, web, service, agent)
+}
+
 #[test]
 fn health_and_metrics_endpoints_should_answer_as_kube_proxys_do() {
     if !root_or_skip() {
         return;
     }
     let lab = Lab::new();
-    let client = lab.add_pod("client");
-    let web = lab.add_pod("web1");
-    web.serve_tcp(8080);
-    let service =
-        Service::cluster_ip("default", "web", "10.96.0.80").port(ServicePort::tcp("http", 80, 8080));
-    lab.manifests().write(
-        "web.yaml",
-        &[&service, &EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()))],
-    );
-    let _agent = lab.start_kproxy(lab.manifests().path());
-    lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+    let (_client, _web, _service, _agent) = serving_one_pod(&lab, "10.96.0.80", &[]);
 
     for path in ["/healthz", "/livez"] {
         let (status, body) = lab.eventually(&format!("{path} answers"), || {
@@ -114,17 +120,7 @@ fn periodic_full_sync_should_repair_a_table_deleted_by_hand() {
         return;
     }
     let lab = Lab::new();
-    let client = lab.add_pod("client");
-    let web = lab.add_pod("web1");
-    web.serve_tcp(8080);
-    let service =
-        Service::cluster_ip("default", "web", "10.96.0.82").port(ServicePort::tcp("http", 80, 8080));
-    lab.manifests().write(
-        "web.yaml",
-        &[&service, &EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()))],
-    );
-    let _agent = lab.start_kproxy_with(lab.manifests().path(), &["--sync-period", "1s"]);
-    lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+    let (client, web, service, _agent) = serving_one_pod(&lab, "10.96.0.82", &["--sync-period", "1s"]);
     lab.nft(&["delete", "table", "ip", "kproxy"]).expect_success();
     let took = lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
     eprintln!("the table was back and serving {took:?} after it was deleted");
@@ -136,17 +132,7 @@ fn debug_diff_and_status_should_report_drift_between_the_plan_and_the_kernel() {
         return;
     }
     let lab = Lab::new();
-    let client = lab.add_pod("client");
-    let web = lab.add_pod("web1");
-    web.serve_tcp(8080);
-    let service =
-        Service::cluster_ip("default", "web", "10.96.0.83").port(ServicePort::tcp("http", 80, 8080));
-    lab.manifests().write(
-        "web.yaml",
-        &[&service, &EndpointSlice::for_service(&service).endpoint(Endpoint::ready(web.ip()))],
-    );
-    let _agent = lab.start_kproxy_with(lab.manifests().path(), &["--sync-period", "1h"]);
-    lab.wait_for_answers(client.netns(), Protocol::Tcp, service.address("http"), [&web]);
+    let (_client, _web, _service, _agent) = serving_one_pod(&lab, "10.96.0.83", &["--sync-period", "1h"]);
     let dir = lab.manifests().path().display().to_string();
     let args = ["--manifests", dir.as_str(), "--hostname-override", kproxy_e2e::NODE_NAME];
     let diff = |lab: &Lab| lab.kproxy(&[&["debug", "diff"][..], &args[..]].concat());

@@ -211,16 +211,7 @@ impl Lab {
         protocol: Protocol,
         address: SocketAddr,
     ) -> Duration {
-        let from = from.into();
-        let started = Instant::now();
-        self.eventually(&format!("{protocol:?} {address} from {from} refused"), || {
-            match self.request(from, protocol, address, PROBE_TIMEOUT) {
-                Err(ClientError::Refused) => Ok(()),
-                Ok(reply) => Err(format!("answered by {reply:?}")),
-                Err(other) => Err(other.to_string()),
-            }
-        });
-        started.elapsed()
+        self.wait_for_failure(from.into(), protocol, address, PROBE_TIMEOUT, ClientError::Refused)
     }
 
     /// Waits until a request from `from` to `address` goes unanswered for [`DROP_TIMEOUT`]
@@ -239,11 +230,24 @@ impl Lab {
         protocol: Protocol,
         address: SocketAddr,
     ) -> Duration {
-        let from = from.into();
+        self.wait_for_failure(from.into(), protocol, address, DROP_TIMEOUT, ClientError::Timeout)
+    }
+
+    /// Waits until a request with `timeout` fails with `expected` (refused, or timed out);
+    /// returns how long it took.
+    #[track_caller]
+    fn wait_for_failure(
+        &self,
+        from: Source<'_>,
+        protocol: Protocol,
+        address: SocketAddr,
+        timeout: Duration,
+        expected: ClientError,
+    ) -> Duration {
         let started = Instant::now();
-        self.eventually(&format!("{protocol:?} {address} from {from} dropped"), || {
-            match self.request(from, protocol, address, DROP_TIMEOUT) {
-                Err(ClientError::Timeout) => Ok(()),
+        self.eventually(&format!("{protocol:?} {address} from {from}: {expected}"), || {
+            match self.request(from, protocol, address, timeout) {
+                Err(error) if std::mem::discriminant(&error) == std::mem::discriminant(&expected) => Ok(()),
                 Ok(reply) => Err(format!("answered by {reply:?}")),
                 Err(other) => Err(other.to_string()),
             }
