@@ -11,7 +11,7 @@ use kproxy_rules::model::{
     Conditions, Endpoint, Protocol, ServiceInfo, ServiceName, ServicePort, ServicePortEndpoints,
     ServicePortName,
 };
-use kproxy_rules::nft::{self, Operation, Ruleset, Transaction};
+use kproxy_rules::nft::{self, Inventory, Operation, Ruleset, Transaction};
 use proptest::prelude::*;
 
 fn service_port() -> impl Strategy<Value = ServicePortEndpoints> {
@@ -34,9 +34,10 @@ fn service_port() -> impl Strategy<Value = ServicePortEndpoints> {
         prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Sctp)],
         prop_oneof![Just(80u16), Just(53)],
         any::<bool>(),
+        proptest::option::of(prop_oneof![Just(30u32), Just(10800)]),
         proptest::collection::vec(endpoint, 0..6),
     )
-        .prop_map(|(svc, protocol, port, dual, endpoints)| {
+        .prop_map(|(svc, protocol, port, dual, affinity_timeout, endpoints)| {
             let mut ips: Vec<IpAddr> = vec![format!("10.96.0.{svc}").parse().unwrap()];
             if dual {
                 ips.push(format!("fd00:96::{svc}").parse().unwrap());
@@ -53,7 +54,11 @@ fn service_port() -> impl Strategy<Value = ServicePortEndpoints> {
                     },
                     port,
                     node_port: None,
-                    service: Arc::new(ServiceInfo { cluster_ips: ips, ..ServiceInfo::default() }),
+                    service: Arc::new(ServiceInfo {
+                        cluster_ips: ips,
+                        affinity_timeout,
+                        ..ServiceInfo::default()
+                    }),
                 },
                 endpoints,
             }
@@ -92,6 +97,67 @@ proptest! {
     fn full_replace_should_give_exactly_the_ruleset(a in cluster(), b in cluster()) {
         prop_assert_eq!(a.apply(&Transaction::replace(&b)).map_err(|e| TestCaseError::fail(e.to_string()))?, b);
     }
+}
+
+#[test]
+fn rewrite_should_keep_what_the_datapath_wrote_to_affinity_sets_and_drop_tables_no_longer_planned() {
+    let svc = service("web", &["10.96.0.10", "fd00:96::10"], &[("http", 80, "TCP")]);
+    let mut svc = svc;
+    let spec = svc.spec.as_mut().unwrap();
+    spec.session_affinity = Some("ClientIP".into());
+    let eps = [slice("web-1", "web", "IPv4", &[("http", 8080, "TCP")], &[("10.244.0.11", READY)])];
+    let planned = nft::render(&plan(std::slice::from_ref(&svc), &eps), &node());
+    let v4 = &planned.tables[0];
+    let affinity = v4.sets.values().find(|s| s.decl.timeout.is_some()).expect("an affinity set");
+    let client = vec![nft::Value::Addr("192.0.2.7".parse().unwrap())];
+    let mut learned = Transaction::default();
+    learned.push(Operation::AddElements {
+        table: v4.id.clone(),
+        set: affinity.decl.name.clone(),
+        elements: vec![(client.clone(), nft::Element { value: None, comment: None })],
+    });
+    let kernel = planned.apply(&learned).unwrap();
+
+    let mut one_family = planned.clone();
+    one_family.tables.truncate(1);
+    let existing: Vec<Inventory> = kernel.tables.iter().map(Inventory::of).collect();
+    let update = Transaction::rewrite(&one_family, &existing);
+    let text = update.changes.to_string();
+    assert!(text.starts_with("delete table ip6 kproxy\n"), "{text}");
+    assert!(text.contains("flush table ip kproxy\n"), "{text}");
+    assert!(!text.contains(&format!("flush set ip kproxy {}", affinity.decl.name)), "{text}");
+    let after = kernel.apply(&update.changes).unwrap().apply(&update.cleanup).unwrap();
+    assert_eq!(after.tables.len(), 1);
+    assert!(after.tables[0].sets[&affinity.decl.name].elements.contains_key(&client), "the entry stays");
+
+    let replaced = kernel.apply(&Transaction::replace(&one_family)).unwrap();
+    let v4_replaced = replaced.tables.iter().find(|t| t.id == v4.id).unwrap();
+    assert!(v4_replaced.sets[&affinity.decl.name].elements.is_empty(), "replace starts afresh");
+}
+
+#[test]
+fn a_new_affinity_timeout_should_redeclare_the_set_without_a_full_sync() {
+    let with_timeout = |seconds: i32| {
+        let mut svc = service("web", &["10.96.0.10"], &[("http", 80, "TCP")]);
+        let spec = svc.spec.as_mut().unwrap();
+        spec.session_affinity = Some("ClientIP".into());
+        spec.session_affinity_config = Some(k8s_openapi::api::core::v1::SessionAffinityConfig {
+            client_ip: Some(k8s_openapi::api::core::v1::ClientIPConfig { timeout_seconds: Some(seconds) }),
+        });
+        let eps = [slice("web-1", "web", "IPv4", &[("http", 8080, "TCP")], &[("10.244.0.11", READY)])];
+        nft::render(&plan(&[svc], &eps), &node())
+    };
+    let (before, after) = (with_timeout(30), with_timeout(600));
+    let update = nft::diff(&before, &after).expect("a set declared otherwise is diffed");
+    let text = update.changes.to_string();
+    let set = "affinity-default/web/tcp/http__10.244.0.11/8080";
+    let deleted = text.find(&format!("delete set ip kproxy {set}\n")).expect(&text);
+    let flushed =
+        text.find("flush chain ip kproxy endpoint-default/web/tcp/http__10.244.0.11/8080").expect(&text);
+    assert!(flushed < deleted, "the chains using the set are flushed first:\n{text}");
+    assert!(text.contains("timeout 600s"), "{text}");
+    let applied = before.apply(&update.changes).and_then(|r| r.apply(&update.cleanup)).unwrap();
+    assert_eq!(applied, after);
 }
 
 #[test]
@@ -171,10 +237,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn refresh_then_cleanup_should_give_exactly_the_desired_ruleset(a in cluster(), b in cluster()) {
-        let update = nft::diff(&a, &b).expect("same node");
-        let refreshed = a.apply(&Transaction::refresh(&b, &a)).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let cleaned = refreshed.apply(&update.cleanup).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    fn rewrite_then_cleanup_should_give_exactly_the_desired_ruleset(a in cluster(), b in cluster()) {
+        let existing: Vec<Inventory> = a.tables.iter().map(Inventory::of).collect();
+        let update = Transaction::rewrite(&b, &existing);
+        let rewritten = a.apply(&update.changes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let cleaned = rewritten.apply(&update.cleanup).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(cleaned, b);
     }
 }

@@ -2,7 +2,7 @@
 //! reference rules, all or nothing. Tests use it to prove that the differ's transactions take
 //! one ruleset exactly to another; the agent's fake dataplane uses it to stand in for nft.
 
-use super::ir::{Chain, ElementValue, Ruleset, Set, Statement, Table, TableRef};
+use super::ir::{Chain, ElementValue, Rule, Ruleset, Set, Statement, Table, TableRef};
 use super::transaction::{Operation, Transaction};
 use super::validate::InvalidRuleset;
 
@@ -101,11 +101,18 @@ impl Ruleset {
                 let chain = table.chains.get_mut(chain).ok_or_else(|| not_found(format!("chain {chain}")))?;
                 chain.rules.clear();
             }
-            Operation::FlushSet { table, decl } => {
+            Operation::FlushTable(table) => {
                 let table = self.table_mut(index, table)?;
-                let set =
-                    table.sets.get_mut(&decl.name).ok_or_else(|| not_found(format!("set {}", decl.name)))?;
-                set.elements.clear();
+                table.chains.values_mut().for_each(|chain| chain.rules.clear());
+            }
+            Operation::FlushSet { table, set, kind } => {
+                let table = self.table_mut(index, table)?;
+                let target = table
+                    .sets
+                    .get_mut(set)
+                    .filter(|s| s.decl.kind() == *kind)
+                    .ok_or_else(|| not_found(format!("{} {set}", kind.keyword())))?;
+                target.elements.clear();
             }
             Operation::DeleteChain { table, chain } => {
                 let table = self.table_mut(index, table)?;
@@ -116,15 +123,15 @@ impl Ruleset {
                 }
                 table.chains.remove(chain);
             }
-            Operation::DeleteSet { table, decl } => {
+            Operation::DeleteSet { table, set, kind } => {
                 let table = self.table_mut(index, table)?;
-                if !table.sets.contains_key(&decl.name) {
-                    return Err(not_found(format!("set {}", decl.name)));
+                if table.sets.get(set).is_none_or(|s| s.decl.kind() != *kind) {
+                    return Err(not_found(format!("{} {set}", kind.keyword())));
                 }
-                if set_is_referenced(table, &decl.name) {
-                    return Err(ApplyError::Busy { index, object: format!("set {}", decl.name) });
+                if set_is_referenced(table, set) {
+                    return Err(ApplyError::Busy { index, object: format!("set {set}") });
                 }
-                table.sets.remove(&decl.name);
+                table.sets.remove(set);
             }
             Operation::AddElements { table, set, elements } => {
                 let table = self.table_mut(index, table)?;
@@ -175,11 +182,5 @@ fn chain_is_referenced(table: &Table, chain: &str) -> bool {
 }
 
 fn set_is_referenced(table: &Table, set: &str) -> bool {
-    table.chains.values().flat_map(|c| &c.rules).flat_map(|r| &r.statements).any(|s| match s {
-        Statement::InSet { set: name, .. }
-        | Statement::VerdictMap { map: name, .. }
-        | Statement::DnatMap { map: name, .. }
-        | Statement::UpdateSet { set: name, .. } => name == set,
-        _ => false,
-    })
+    table.chains.values().flat_map(|c| &c.rules).flat_map(Rule::sets).any(|name| name == set)
 }

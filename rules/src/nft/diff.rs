@@ -1,10 +1,13 @@
 //! The differ: the smallest transactions that take the kernel from the ruleset it holds to the
 //! desired one. Steady-state syncs cost what changed, not what exists.
 
-use super::ir::{Ruleset, Table, TableRef, Value};
+use std::collections::BTreeSet;
+
+use super::ir::{Chain, Ruleset, Table, TableRef, Value};
 use super::transaction::{Operation, Transaction};
 
-/// What [`diff`] produces: the change itself, and the removal of objects it left unused.
+/// A change in two transactions, as [`diff`] and [`Transaction::rewrite`] produce it: the
+/// change itself, and the removal of the objects it left unused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Update {
     /// Everything but the removal of unused chains and sets, atomically.
@@ -25,13 +28,14 @@ impl Update {
     }
 }
 
-/// The update from `from` to `to`, or `None` when only replacing the tables can get there: a
-/// table appears or disappears, or a table, chain or set is declared differently (nft cannot
-/// change a base chain's hook or a set's key type in place).
+/// The update from `from` to `to`, or `None` when only a full sync can get there: a table
+/// appears or disappears, or a table or chain is declared differently (nft cannot change a
+/// base chain's hook in place).
 ///
 /// Within each table the order is one the kernel accepts: new chains and sets; element
 /// deletions (changed elements are deleted and re-added, since nft cannot replace a value in
-/// place); flushes of changed and stale chains; the new rules; element additions.
+/// place); flushes of changed and stale chains; sets declared otherwise deleted and declared
+/// again; the new rules; element additions.
 pub fn diff(from: &Ruleset, to: &Ruleset) -> Option<Update> {
     if from.tables.len() != to.tables.len() {
         return None;
@@ -56,15 +60,20 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
             Some(_) => {}
         }
     }
+    // A set declared otherwise (a new affinity timeout) is deleted and declared again, after
+    // the chains that use it are flushed; its elements start afresh.
+    let mut redeclared = BTreeSet::new();
     for set in new.sets.values() {
         match old.sets.get(&set.decl.name) {
             None => tx.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() }),
-            Some(existing) if existing.decl != set.decl => return None,
+            Some(existing) if existing.decl != set.decl => {
+                redeclared.insert(set.decl.name.as_str());
+            }
             Some(_) => {}
         }
     }
 
-    for set in old.sets.values() {
+    for set in old.sets.values().filter(|s| !redeclared.contains(s.decl.name.as_str())) {
         let Some(desired) = new.sets.get(&set.decl.name) else { continue };
         let keys: Vec<Vec<Value>> = set
             .elements
@@ -77,14 +86,24 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
         }
     }
 
-    for chain in old.chains.values() {
-        let changed = new.chains.get(&chain.decl.name).is_none_or(|c| c.rules != chain.rules);
-        if changed && !chain.rules.is_empty() {
+    let rewritten = |chain: &Chain| {
+        new.chains.get(&chain.decl.name).is_none_or(|c| c.rules != chain.rules)
+            || chain.rules.iter().any(|rule| rule.sets().any(|set| redeclared.contains(set)))
+    };
+    let rewritten: BTreeSet<&str> =
+        old.chains.values().filter(|c| rewritten(c)).map(|c| c.decl.name.as_str()).collect();
+    for chain in old.chains.values().filter(|c| rewritten.contains(c.decl.name.as_str())) {
+        if !chain.rules.is_empty() {
             tx.push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
         }
     }
+    for name in &redeclared {
+        let old_set = &old.sets[*name];
+        tx.push(Operation::DeleteSet { table: id.clone(), set: name.to_string(), kind: old_set.decl.kind() });
+        tx.push(Operation::AddSet { table: id.clone(), decl: new.sets[*name].decl.clone() });
+    }
     for chain in new.chains.values() {
-        if old.chains.get(&chain.decl.name).is_some_and(|c| c.rules == chain.rules) {
+        if old.chains.contains_key(&chain.decl.name) && !rewritten.contains(chain.decl.name.as_str()) {
             continue;
         }
         for rule in &chain.rules {
@@ -97,7 +116,7 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
     }
 
     for set in new.sets.values() {
-        let existing = old.sets.get(&set.decl.name);
+        let existing = old.sets.get(&set.decl.name).filter(|_| !redeclared.contains(set.decl.name.as_str()));
         let elements: Vec<_> = set
             .elements
             .iter()
@@ -117,7 +136,11 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
         update.cleanup.push(Operation::DeleteChain { table: id.clone(), chain: chain.decl.name.clone() });
     }
     for set in old.sets.values().filter(|s| !new.sets.contains_key(&s.decl.name)) {
-        update.cleanup.push(Operation::DeleteSet { table: TableRef::clone(id), decl: set.decl.clone() });
+        update.cleanup.push(Operation::DeleteSet {
+            table: TableRef::clone(id),
+            set: set.decl.name.clone(),
+            kind: set.decl.kind(),
+        });
     }
     Some(())
 }

@@ -301,6 +301,25 @@ pub enum SetData {
     Typeof(Vec<Expr>),
 }
 
+/// Whether a named set is a set or a map: nft addresses the two with different keywords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetKind {
+    /// A set: keys only.
+    Set,
+    /// A map: keys with data.
+    Map,
+}
+
+impl SetKind {
+    /// The nft keyword: `set` or `map`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            SetKind::Set => "set",
+            SetKind::Map => "map",
+        }
+    }
+}
+
 /// A set's or map's declaration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SetDecl {
@@ -316,6 +335,13 @@ pub struct SetDecl {
     /// without being refreshed, in seconds. Such a set's elements are the kernel's, never the
     /// plan's: syncs leave them alone.
     pub timeout: Option<u32>,
+}
+
+impl SetDecl {
+    /// Set or map.
+    pub fn kind(&self) -> SetKind {
+        if self.data.is_some() { SetKind::Map } else { SetKind::Set }
+    }
 }
 
 /// A named set or map with its elements, by key.
@@ -393,7 +419,23 @@ impl Table {
     }
 }
 
+impl Statement {
+    /// The named set or map the statement looks up or updates, if any.
+    pub fn set(&self) -> Option<&str> {
+        match self {
+            Statement::InSet { set, .. } | Statement::UpdateSet { set, .. } => Some(set),
+            Statement::VerdictMap { map, .. } | Statement::DnatMap { map, .. } => Some(map),
+            _ => None,
+        }
+    }
+}
+
 impl Rule {
+    /// The named sets and maps the rule uses.
+    pub fn sets(&self) -> impl Iterator<Item = &str> {
+        self.statements.iter().filter_map(Statement::set)
+    }
+
     /// A rule without a comment.
     pub fn new(statements: Vec<Statement>) -> Rule {
         Rule { statements, comment: None }

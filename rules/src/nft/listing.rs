@@ -4,9 +4,7 @@
 use std::fmt::{self, Write};
 
 use super::ir::Ruleset;
-use super::syntax::{
-    set_keyword, write_base_chain, write_comment, write_element, write_rule, write_set_decl_body,
-};
+use super::syntax::{write_base_chain, write_comment, write_element, write_rule, write_set_decl_body};
 
 /// Displays a ruleset in nft's block form.
 pub struct Listing<'a>(pub &'a Ruleset);
@@ -41,7 +39,7 @@ impl fmt::Display for Listing<'_> {
                 f.write_str("\t}\n")?;
             }
             for set in table.sets.values() {
-                writeln!(f, "\n\t{} {} {{", set_keyword(&set.decl), set.decl.name)?;
+                writeln!(f, "\n\t{} {} {{", set.decl.kind().keyword(), set.decl.name)?;
                 f.write_str("\t\t")?;
                 write_set_decl_body(f, family, &set.decl)?;
                 f.write_char('\n')?;

@@ -9,6 +9,7 @@
 
 mod apply;
 mod diff;
+mod inventory;
 mod ir;
 mod listing;
 pub mod names;
@@ -20,9 +21,10 @@ mod validate;
 
 pub use apply::ApplyError;
 pub use diff::{Update, diff};
+pub use inventory::{ExistingSet, Inventory};
 pub use ir::{
     BaseChain, Chain, ChainDecl, ChainType, DataType, Element, ElementValue, Expr, Family, Hook, Rule,
-    Ruleset, Set, SetData, SetDecl, SetKey, Statement, Table, TableRef, Value, Verdict,
+    Ruleset, Set, SetData, SetDecl, SetKey, SetKind, Statement, Table, TableRef, Value, Verdict,
 };
 pub use listing::Listing;
 pub use render::render;

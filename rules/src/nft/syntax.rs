@@ -233,11 +233,6 @@ pub fn write_values(f: &mut impl Write, values: &[Value]) -> fmt::Result {
     Ok(())
 }
 
-/// A set's keyword: `set`, or `map` when it has data.
-pub fn set_keyword(decl: &SetDecl) -> &'static str {
-    if decl.data.is_some() { "map" } else { "set" }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

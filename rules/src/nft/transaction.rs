@@ -3,10 +3,11 @@
 
 use std::fmt::{self, Write};
 
-use super::ir::{ChainDecl, Element, Rule, Ruleset, SetDecl, Table, TableRef, Value};
+use super::diff::Update;
+use super::inventory::Inventory;
+use super::ir::{ChainDecl, Element, Rule, Ruleset, SetDecl, SetKind, Table, TableRef, Value};
 use super::syntax::{
-    set_keyword, write_base_chain, write_comment, write_element, write_rule, write_set_decl_body,
-    write_values,
+    write_base_chain, write_comment, write_element, write_rule, write_set_decl_body, write_values,
 };
 
 /// One operation of a transaction.
@@ -69,12 +70,16 @@ pub enum Operation {
         /// The chain's name.
         chain: String,
     },
+    /// `flush table`: remove every rule of every chain; sets keep their elements.
+    FlushTable(TableRef),
     /// `flush set` / `flush map`: remove every element.
     FlushSet {
         /// The table.
         table: TableRef,
-        /// The set's declaration.
-        decl: SetDecl,
+        /// The set's name.
+        set: String,
+        /// Set or map.
+        kind: SetKind,
     },
     /// `delete chain`: the chain must exist, be empty and be referenced by nothing.
     DeleteChain {
@@ -87,8 +92,10 @@ pub enum Operation {
     DeleteSet {
         /// The table.
         table: TableRef,
-        /// The set's declaration (its keyword, `set` or `map`, depends on it).
-        decl: SetDecl,
+        /// The set's name.
+        set: String,
+        /// Set or map.
+        kind: SetKind,
     },
 }
 
@@ -129,56 +136,78 @@ impl Transaction {
         tx
     }
 
-    /// A transaction that rewrites every desired chain and set in place, without deleting the
-    /// tables: the periodic full sync. It repairs drift (a table, chain, rule or element
-    /// deleted or changed by hand) while dynamic sets (session affinity) keep their entries.
-    /// Chains and sets of `previous` that are no longer desired are ensured and emptied, so
-    /// that the differ's cleanup transaction can delete them.
-    pub fn refresh(ruleset: &Ruleset, previous: &Ruleset) -> Transaction {
-        let mut tx = Transaction::default();
+    /// The update that rewrites kproxy's tables in place into `ruleset`, given what the kernel
+    /// holds (`existing`): the periodic full sync, and the first sync of an agent that finds
+    /// its tables from an earlier run.
+    ///
+    /// Unlike [`Transaction::replace`], the tables and their base chains stay the same kernel
+    /// objects. A packet walks a base chain in one generation of the ruleset, old or new; when
+    /// a table is deleted and created again in one transaction, its NAT chain exists twice
+    /// during the commit, and a connection's first packet can pass the new chain before the
+    /// commit and the old one after it, and be translated by neither. Every chain is flushed
+    /// and refilled and every set emptied and refilled, which repairs any drift, except the
+    /// sets the datapath fills (session affinity), which keep their entries. Chains and sets
+    /// the ruleset no longer has are emptied here and deleted by [`Update::cleanup`]. The
+    /// kernel refuses the transaction when a table holds a chain or set of the same name
+    /// declared otherwise (an older kproxy's); [`Transaction::replace`] is the way out then.
+    pub fn rewrite(ruleset: &Ruleset, existing: &[Inventory]) -> Update {
+        let mut update = Update::default();
+        let tx = &mut update.changes;
+        for gone in existing.iter().filter(|e| !ruleset.tables.iter().any(|t| t.id == e.table)) {
+            tx.operations.push(Operation::DeleteTable(gone.table.clone()));
+        }
         for table in &ruleset.tables {
             let id = &table.id;
             tx.operations.push(Operation::AddTable { table: id.clone(), comment: table.comment.clone() });
-            if let Some(old) = previous.tables.iter().find(|t| &t.id == id) {
-                for chain in old.chains.values().filter(|c| !table.chains.contains_key(&c.decl.name)) {
-                    tx.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
-                    tx.operations
-                        .push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
+            let inventory = existing.iter().find(|e| &e.table == id);
+            if inventory.is_some() {
+                tx.operations.push(Operation::FlushTable(id.clone()));
+            }
+            tx.declare(table);
+            for (name, set) in inventory.iter().flat_map(|e| &e.sets) {
+                if !(set.dynamic && table.sets.contains_key(name)) {
+                    tx.operations.push(Operation::FlushSet {
+                        table: id.clone(),
+                        set: name.clone(),
+                        kind: set.kind,
+                    });
                 }
-                for set in old.sets.values().filter(|s| !table.sets.contains_key(&s.decl.name)) {
-                    tx.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
-                }
-            }
-            for chain in table.chains.values() {
-                tx.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
-            }
-            for set in table.sets.values() {
-                tx.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
-            }
-            for chain in table.chains.values() {
-                tx.operations
-                    .push(Operation::FlushChain { table: id.clone(), chain: chain.decl.name.clone() });
-            }
-            for set in table.sets.values().filter(|s| s.decl.timeout.is_none()) {
-                tx.operations.push(Operation::FlushSet { table: id.clone(), decl: set.decl.clone() });
             }
             tx.add_contents(table);
+            for chain in inventory.iter().flat_map(|e| &e.chains).filter(|c| !table.chains.contains_key(*c)) {
+                update.cleanup.push(Operation::DeleteChain { table: id.clone(), chain: chain.clone() });
+            }
+            for (name, set) in
+                inventory.iter().flat_map(|e| &e.sets).filter(|(s, _)| !table.sets.contains_key(*s))
+            {
+                update.cleanup.push(Operation::DeleteSet {
+                    table: id.clone(),
+                    set: name.clone(),
+                    kind: set.kind,
+                });
+            }
         }
-        tx
+        update
     }
 
     /// Appends the operations that create `table` from nothing: declarations first, so that
     /// every rule and element finds the chains and sets it refers to.
     fn create(&mut self, table: &Table) {
+        self.operations.push(Operation::AddTable { table: table.id.clone(), comment: table.comment.clone() });
+        self.declare(table);
+        self.add_contents(table);
+    }
+
+    /// Appends the declarations of every chain and set of `table`: they are created when
+    /// absent, and left as they are when they exist as declared.
+    fn declare(&mut self, table: &Table) {
         let id = &table.id;
-        self.operations.push(Operation::AddTable { table: id.clone(), comment: table.comment.clone() });
         for chain in table.chains.values() {
             self.operations.push(Operation::AddChain { table: id.clone(), decl: chain.decl.clone() });
         }
         for set in table.sets.values() {
             self.operations.push(Operation::AddSet { table: id.clone(), decl: set.decl.clone() });
         }
-        self.add_contents(table);
     }
 
     /// Appends every rule and every element of `table`, whose chains and sets exist.
@@ -286,7 +315,7 @@ fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
             write!(
                 f,
                 "add {} {} {} {} {{ ",
-                set_keyword(decl),
+                decl.kind().keyword(),
                 table.family.as_str(),
                 table.name,
                 decl.name
@@ -321,14 +350,15 @@ fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
         Operation::FlushChain { table, chain } => {
             write!(f, "flush chain {} {} {chain}", table.family.as_str(), table.name)
         }
-        Operation::FlushSet { table, decl } => {
-            write!(f, "flush {} {} {} {}", set_keyword(decl), table.family.as_str(), table.name, decl.name)
+        Operation::FlushTable(table) => write!(f, "flush table {} {}", table.family.as_str(), table.name),
+        Operation::FlushSet { table, set, kind } => {
+            write!(f, "flush {} {} {} {set}", kind.keyword(), table.family.as_str(), table.name)
         }
         Operation::DeleteChain { table, chain } => {
             write!(f, "delete chain {} {} {chain}", table.family.as_str(), table.name)
         }
-        Operation::DeleteSet { table, decl } => {
-            write!(f, "delete {} {} {} {}", set_keyword(decl), table.family.as_str(), table.name, decl.name)
+        Operation::DeleteSet { table, set, kind } => {
+            write!(f, "delete {} {} {} {set}", kind.keyword(), table.family.as_str(), table.name)
         }
     }
 }
