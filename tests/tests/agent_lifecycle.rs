@@ -63,6 +63,7 @@ fn agent_killed_and_restarted_should_not_fail_a_single_connection() {
     };
 
     let before_kill = wait_for_connections("client loop running", 50);
+    let table = table_handle(&lab);
     agent.kill();
     assert!(!agent.is_running());
     let before_restart = wait_for_connections("connections with no agent", before_kill + 100);
@@ -77,12 +78,20 @@ fn agent_killed_and_restarted_should_not_fail_a_single_connection() {
         after_sync - before_restart
     );
     wait_for_connections("connections after the resync", (after_sync + 100).max(200));
+    assert_eq!(table_handle(&lab), table, "the restarted agent rewrites its table in place");
 
     stop.store(true, Ordering::Relaxed);
     let tally = client_loop.join().expect("the client loop panicked");
     eprintln!("client loop across kill and restart: {tally}");
     assert!(tally.total() >= 200, "{tally}");
     assert_eq!(tally.failures(), 0, "no connection may fail across an agent restart: {tally}");
+}
+
+/// The kernel's handle of kproxy's IPv4 table: a table deleted and created again gets a new one.
+fn table_handle(lab: &Lab) -> String {
+    let listing = lab.nft(&["-a", "list", "table", "ip", "kproxy"]).expect_success();
+    let first = listing.lines().next().unwrap_or_default();
+    first.split("# handle ").nth(1).unwrap_or_else(|| panic!("no handle in {first:?}")).trim().to_string()
 }
 
 const FOREIGN_TABLE: &str = "\

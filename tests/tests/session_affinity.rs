@@ -1,6 +1,7 @@
 //! `sessionAffinity: ClientIP`: one client address sticks to one endpoint, on a ClusterIP and on
 //! a NodePort (the conformance shapes), until the affinity times out; it can be switched on and
-//! off on a live Service; adding an endpoint does not move existing clients.
+//! off on a live Service; adding an endpoint does not move existing clients, and neither does
+//! restarting the agent.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -8,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use kproxy_e2e::{
-    Endpoint, EndpointSlice, Lab, NODE_UPLINK_IP, Node, Pod, Protocol, Service, ServicePort, Source,
-    root_or_skip,
+    Endpoint, EndpointSlice, ExternalClient, Lab, NODE_UPLINK_IP, Node, Pod, Protocol, Service, ServicePort,
+    Source, root_or_skip,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,6 +79,56 @@ fn assert_affinity_expires(lab: &Lab, from: Source<'_>, address: SocketAddr) {
         thread::sleep(IDLE);
     }
     panic!("{from} → {address} stayed on {seen:?} for {ROUNDS} rounds, {IDLE:?} idle apart");
+}
+
+/// A lab with a pod client, the external client and three serving pods.
+struct Clients {
+    lab: Lab,
+    client: Pod,
+    ext: ExternalClient,
+    endpoints: Vec<Pod>,
+}
+
+impl Clients {
+    /// `None` when the tests cannot run here (not root).
+    fn set_up() -> Option<Clients> {
+        if !root_or_skip() {
+            return None;
+        }
+        let lab = Lab::new();
+        let client = lab.add_pod("client");
+        let ext = lab.add_external_client();
+        let endpoints = serving_pods(&lab, &["pod1", "pod2", "pod3"]);
+        Some(Clients { lab, client, ext, endpoints })
+    }
+}
+
+/// Five clients of `service`: `client` to its ClusterIP and four addresses of `ext` to its node
+/// port, each with the endpoint it sticks to.
+fn sticky_clients<'a>(
+    lab: &Lab,
+    client: &'a Pod,
+    ext: &'a ExternalClient,
+    service: &Service,
+) -> Vec<(Source<'a>, SocketAddr, String)> {
+    let cluster_ip = service.address("http");
+    let node_port = service.node_port_on(NODE_UPLINK_IP, "http");
+    lab.wait_for_answer(client.netns(), Protocol::Tcp, cluster_ip);
+    let mut clients: Vec<(Source<'a>, SocketAddr)> = vec![(client.netns().into(), cluster_ip)];
+    clients.extend(ext.extra_ips()[..4].iter().map(|ip| (ext.from(*ip), node_port)));
+    clients
+        .into_iter()
+        .map(|(from, address)| (from, address, assert_sticky(lab, from, address, 10)))
+        .collect()
+}
+
+/// Asserts that each of `clients` still reaches the endpoint it stuck to before `what`.
+#[track_caller]
+fn assert_still_sticky(lab: &Lab, clients: &[(Source<'_>, SocketAddr, String)], what: &str) {
+    for (from, address, endpoint) in clients {
+        let now = assert_sticky(lab, *from, *address, 20);
+        assert_eq!(&now, endpoint, "{from} → {address} moved from {endpoint} to {now} {what}");
+    }
 }
 
 #[test]
@@ -152,13 +203,7 @@ fn client_ip_affinity_should_expire_after_its_timeout_on_a_node_port() {
 
 #[test]
 fn client_ip_affinity_should_switch_on_and_off_on_a_live_service() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let client = lab.add_pod("client");
-    let ext = lab.add_external_client();
-    let endpoints = serving_pods(&lab, &["pod1", "pod2", "pod3"]);
+    let Some(Clients { lab, client, ext, endpoints }) = Clients::set_up() else { return };
     let cluster_ip = "10.96.3.50";
     write(&lab, &web(cluster_ip, None), &endpoints);
     let _agent = lab.start_kproxy(lab.manifests().path());
@@ -190,26 +235,13 @@ fn client_ip_affinity_should_switch_on_and_off_on_a_live_service() {
 
 #[test]
 fn client_ip_affinity_should_keep_existing_clients_on_their_endpoint_when_an_endpoint_is_added() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let client = lab.add_pod("client");
-    let ext = lab.add_external_client();
-    let mut endpoints = serving_pods(&lab, &["pod1", "pod2", "pod3"]);
+    let Some(Clients { lab, client, ext, mut endpoints }) = Clients::set_up() else { return };
     let service = web("10.96.3.60", Some(None));
     let marker =
         Service::cluster_ip("default", "marker", "10.96.3.61").port(ServicePort::tcp("http", 80, 8080));
     write(&lab, &service, &endpoints);
     let _agent = lab.start_kproxy(lab.manifests().path());
-
-    let cluster_ip = service.address("http");
-    let node_port = service.node_port_on(NODE_UPLINK_IP, "http");
-    lab.wait_for_answer(client.netns(), Protocol::Tcp, cluster_ip);
-    let mut clients: Vec<(Source<'_>, SocketAddr)> = vec![(client.netns().into(), cluster_ip)];
-    clients.extend(ext.extra_ips()[..4].iter().map(|ip| (ext.from(*ip), node_port)));
-    let before: Vec<String> =
-        clients.iter().map(|(from, address)| assert_sticky(&lab, *from, *address, 10)).collect();
+    let clients = sticky_clients(&lab, &client, &ext, &service);
 
     // pod4 joins; in the same file a marker Service served by pod4 alone shows when the agent
     // has applied the change.
@@ -218,9 +250,26 @@ fn client_ip_affinity_should_keep_existing_clients_on_their_endpoint_when_an_end
     let marker_slice = EndpointSlice::for_service(&marker).endpoint(Endpoint::of(&endpoints[3]));
     lab.manifests().write("web.yaml", &[&service, &slice, &marker, &marker_slice]);
     lab.wait_for_answers(client.netns(), Protocol::Tcp, marker.address("http"), [&endpoints[3]]);
+    assert_still_sticky(&lab, &clients, "when pod4 was added");
+}
 
-    for ((from, address), endpoint) in clients.iter().zip(&before) {
-        let now = assert_sticky(&lab, *from, *address, 20);
-        assert_eq!(&now, endpoint, "{from} → {address} moved from {endpoint} to {now} when pod4 was added");
-    }
+#[test]
+fn client_ip_affinity_should_survive_an_agent_restart() {
+    let Some(Clients { lab, client, ext, endpoints }) = Clients::set_up() else { return };
+    let service = web("10.96.3.70", Some(None));
+    write(&lab, &service, &endpoints);
+    let agent = lab.start_kproxy(lab.manifests().path());
+    let clients = sticky_clients(&lab, &client, &ext, &service);
+
+    agent.kill();
+    agent.start();
+    // A marker Service only the restarted agent can have programmed shows that it has synced.
+    let marker =
+        Service::cluster_ip("default", "marker", "10.96.3.71").port(ServicePort::tcp("http", 80, 8080));
+    let marker_slice = EndpointSlice::for_service(&marker).endpoint(Endpoint::of(&endpoints[0]));
+    lab.manifests().write("marker.yaml", &[&marker, &marker_slice]);
+    lab.wait_for_answers(client.netns(), Protocol::Tcp, marker.address("http"), [&endpoints[0]]);
+
+    // With the affinity entries lost, all five staying put would be a (1/3)^5 chance.
+    assert_still_sticky(&lab, &clients, "across the restart");
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kproxy_rules::nft::{Ruleset, Transaction};
+use kproxy_rules::nft::{Inventory, Ruleset, Transaction};
 
 use super::Dataplane;
 
@@ -31,5 +31,9 @@ impl Dataplane for Arc<FakeDataplane> {
         *ruleset = ruleset.apply(tx).map_err(|e| e.to_string())?;
         self.applied.lock().unwrap().push(tx.clone());
         Ok(())
+    }
+
+    async fn inventory(&self) -> Result<Vec<Inventory>, String> {
+        Ok(self.ruleset.lock().unwrap().tables.iter().map(Inventory::of).collect())
     }
 }

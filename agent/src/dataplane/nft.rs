@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use kproxy_rules::nft::{Family, TableRef, Transaction, names};
+use kproxy_rules::nft::{Family, Inventory, TableRef, Transaction, names};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -84,9 +84,26 @@ impl NftCli {
 
     /// `nft -j list table`: the table as nft's JSON, or `None` when it does not exist.
     pub async fn list_table(&self, table: &TableRef) -> Result<Option<serde_json::Value>, NftError> {
+        self.list(table, &["-j"]).await
+    }
+
+    /// The chains and sets of kproxy's own tables that exist, by name (`nft -j -t list
+    /// table`, without elements).
+    pub async fn inventory(&self) -> Result<Vec<Inventory>, NftError> {
+        let mut inventory = Vec::new();
+        for table in own_tables() {
+            if let Some(json) = self.list(&table, &["-j", "-t"]).await? {
+                inventory.extend(Inventory::from_nft_json(&table, &json));
+            }
+        }
+        Ok(inventory)
+    }
+
+    async fn list(&self, table: &TableRef, options: &[&str]) -> Result<Option<serde_json::Value>, NftError> {
         let output = self
             .command()
-            .args(["-j", "list", "table", table.family.as_str(), &table.name])
+            .args(options)
+            .args(["list", "table", table.family.as_str(), &table.name])
             .output()
             .await
             .map_err(|source| self.spawn_error(source))?;

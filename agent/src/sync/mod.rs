@@ -2,7 +2,9 @@
 //! holds, apply, publish the outcome.
 //!
 //! * The first sync waits until the source is ready (never an empty ruleset at start) and is a
-//!   full one: kproxy's tables are replaced atomically.
+//!   full one: kproxy's tables, as the kernel holds them, are rewritten in place in one
+//!   transaction, so that traffic sees the old rules or the new ones, and session affinity
+//!   survives an agent restart.
 //! * Later syncs are incremental: the transaction carries only what changed. A failed
 //!   transaction leaves the previous rules in place and makes the next sync full; it is
 //!   retried after a short delay.
@@ -19,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::jiff::Timestamp;
 use kproxy_rules::NodeContext;
 use kproxy_rules::model::ServicePortEndpoints;
-use kproxy_rules::nft::{self, Ruleset, Transaction};
+use kproxy_rules::nft::{self, Ruleset, Transaction, Update};
 use tokio::time::{Instant, sleep_until};
 
 use crate::dataplane::Dataplane;
@@ -71,11 +73,14 @@ enum Reason {
 /// What kind of transaction a sync sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncKind {
-    /// kproxy's tables replaced atomically: at start, and after a failure.
+    /// Every chain and set of kproxy's tables rewritten in place, dynamic sets (affinity)
+    /// kept: at start, and after a failure.
     Full,
-    /// Every desired chain and set rewritten in place, dynamic sets (affinity) kept: the
-    /// periodic sync that repairs drift.
+    /// The same, every `sync_period`: it repairs drift.
     Refresh,
+    /// kproxy's tables deleted and created afresh in one transaction: only when the kernel
+    /// cannot be read or refuses a full sync's rewrite.
+    Replace,
     /// Only what changed.
     Incremental,
 }
@@ -85,6 +90,7 @@ impl SyncKind {
         match self {
             SyncKind::Full => "full",
             SyncKind::Refresh => "refresh",
+            SyncKind::Replace => "replace",
             SyncKind::Incremental => "incremental",
         }
     }
@@ -210,32 +216,34 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         let node = self.node.context(node_object);
         let plan = plan(&snapshot, &node);
         self.report_new_problems(&plan.errors, &plan.warnings).await;
-        let replace = || (SyncKind::Full, Transaction::replace(&plan.ruleset), Transaction::default());
-        let (kind, changes, cleanup) = match (&self.applied, kind) {
-            (Some(applied), SyncKind::Incremental) => match nft::diff(applied, &plan.ruleset) {
-                Some(update) => (SyncKind::Incremental, update.changes, update.cleanup),
-                None => replace(),
-            },
-            (Some(applied), SyncKind::Refresh) => match nft::diff(applied, &plan.ruleset) {
-                Some(update) => {
-                    (SyncKind::Refresh, Transaction::refresh(&plan.ruleset, applied), update.cleanup)
-                }
-                None => replace(),
-            },
-            _ => replace(),
+        let incremental = match (&self.applied, kind) {
+            (Some(applied), SyncKind::Incremental) => nft::diff(applied, &plan.ruleset),
+            _ => None,
         };
         let plan_time = started.elapsed();
 
         let apply_started = Instant::now();
-        if !changes.is_empty()
-            && let Err(e) = self.dataplane.apply(&changes).await
-        {
-            tracing::error!(kind = kind.as_str(), "sync failed, the previous rules stay in place: {e}");
-            self.status.metrics.sync_failures.inc();
-            self.applied = None;
-            self.retry_at = Some(Instant::now() + RETRY_DELAY);
-            return;
-        }
+        let applied = match incremental {
+            Some(update) if update.changes.is_empty() => Ok((SyncKind::Incremental, update)),
+            Some(update) => match self.dataplane.apply(&update.changes).await {
+                Ok(()) => Ok((SyncKind::Incremental, update)),
+                Err(e) => Err((SyncKind::Incremental, e)),
+            },
+            None => {
+                let kind = if kind == SyncKind::Incremental { SyncKind::Full } else { kind };
+                self.apply_full(kind, &plan.ruleset).await
+            }
+        };
+        let (kind, Update { changes, cleanup }) = match applied {
+            Ok(applied) => applied,
+            Err((kind, e)) => {
+                tracing::error!(kind = kind.as_str(), "sync failed, the previous rules stay in place: {e}");
+                self.status.metrics.sync_failures.inc();
+                self.applied = None;
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                return;
+            }
+        };
         let service_ports = plan.ports.len();
         let endpoints = plan.endpoint_count();
         let mut applied = Some(plan.ruleset);
@@ -280,6 +288,33 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         }
         self.applied = applied;
         self.outcomes.send_replace(Some(Arc::new(SyncOutcome { ports: Arc::new(plan.ports), node })));
+    }
+
+    /// Applies `ruleset` whole: kproxy's tables rewritten in place from what the kernel holds
+    /// ([`Transaction::rewrite`]), or replaced when the kernel cannot be read or refuses the
+    /// rewrite (a table left by an older kproxy with other declarations).
+    async fn apply_full(
+        &self,
+        kind: SyncKind,
+        ruleset: &Ruleset,
+    ) -> Result<(SyncKind, Update), (SyncKind, D::Error)> {
+        match self.dataplane.inventory().await {
+            Ok(existing) => {
+                let update = Transaction::rewrite(ruleset, &existing);
+                match self.dataplane.apply(&update.changes).await {
+                    Ok(()) => return Ok((kind, update)),
+                    Err(e) => {
+                        tracing::warn!("kproxy's tables cannot be rewritten in place, replacing them: {e}")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("kproxy's tables cannot be read, replacing them: {e}"),
+        }
+        let replace = Update { changes: Transaction::replace(ruleset), cleanup: Transaction::default() };
+        match self.dataplane.apply(&replace.changes).await {
+            Ok(()) => Ok((SyncKind::Replace, replace)),
+            Err(e) => Err((SyncKind::Replace, e)),
+        }
     }
 
     async fn report_new_problems(&mut self, errors: &[InputError], warnings: &[Warning]) {

@@ -166,8 +166,9 @@ async fn sync_loop_should_wait_for_every_cache_before_the_first_sync() {
         settle().await;
         assert_eq!(h.transactions(), 1);
         assert!(
-            h.last_transaction().starts_with("add table ip kproxy\ndelete table ip kproxy\n"),
-            "the first sync is full"
+            h.last_transaction().contains("add rule ip kproxy services "),
+            "the first sync is full: {}",
+            h.last_transaction()
         );
         assert!(endpoint_in_kernel(&h.kernel(), "10.244.0.1"));
     })
@@ -252,9 +253,10 @@ async fn failed_transaction_should_keep_the_rules_and_make_the_next_sync_full() 
         assert_eq!(h.transactions(), 1);
         settle().await;
         assert_eq!(h.transactions(), 2, "retried");
+        let retry = h.last_transaction();
         assert!(
-            h.last_transaction().starts_with("add table ip kproxy\ndelete table ip kproxy\n"),
-            "the retry is a full sync"
+            retry.contains("flush table ip kproxy\n") && retry.contains("add rule ip kproxy services "),
+            "the retry is a full sync, in place: {retry}"
         );
         assert!(endpoint_in_kernel(&h.kernel(), "10.244.0.6"));
         assert!(
@@ -288,6 +290,79 @@ async fn api_server_going_away_should_keep_the_rules_and_a_relist_should_apply_w
         assert!(endpoint_in_kernel(&kernel, "10.244.0.3"));
         let cluster_ips = &kernel.tables[0].sets["cluster-ips"].elements;
         assert_eq!(cluster_ips.len(), 1, "the deleted Service is gone: {cluster_ips:?}");
+    })
+    .await;
+}
+
+/// The kernel after a first sync of `services` and `slices` on an empty kernel.
+async fn programmed_afresh(services: Vec<Service>, slices: Vec<EndpointSlice>) -> Ruleset {
+    let (h, sync) = Harness::new();
+    drive(sync, async {
+        h.list(services, slices);
+        h.list_nodes();
+        settle().await;
+    })
+    .await;
+    h.kernel()
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_sync_should_rewrite_in_place_what_an_earlier_run_left() {
+    let earlier = programmed_afresh(
+        vec![service("web", "10.96.0.10"), service("old", "10.96.0.11")],
+        vec![slice("web", &endpoints(0, 3)), slice("old", &endpoints(10, 4))],
+    )
+    .await;
+    assert!(earlier.tables[0].chains.contains_key("pick-tcp-4"));
+    let wanted =
+        programmed_afresh(vec![service("web", "10.96.0.10")], vec![slice("web", &endpoints(0, 2))]).await;
+
+    let (h, sync) = Harness::new();
+    *h.kernel.ruleset.lock().unwrap() = earlier;
+    drive(sync, async {
+        h.list(vec![service("web", "10.96.0.10")], vec![slice("web", &endpoints(0, 2))]);
+        h.list_nodes();
+        settle().await;
+    })
+    .await;
+    let applied = h.kernel.applied.lock().unwrap();
+    let first = applied[0].to_string();
+    assert!(first.contains("flush table ip kproxy\n") && !first.contains("delete table"), "{first}");
+    assert_eq!(
+        applied[1].to_string(),
+        "delete chain ip kproxy pick-tcp-3\ndelete chain ip kproxy pick-tcp-4\n"
+    );
+    drop(applied);
+    assert!(h.kernel() == wanted, "the kernel holds exactly what a fresh start would have programmed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rewrite_the_kernel_refuses_should_fall_back_to_replacing_the_tables() {
+    let (h, sync) = Harness::new();
+    let table = kproxy_rules::nft::TableRef { family: kproxy_rules::nft::Family::Ip, name: "kproxy".into() };
+    let mut older = kproxy_rules::nft::Transaction::default();
+    older.push(Operation::AddTable { table: table.clone(), comment: None });
+    older.push(Operation::AddSet {
+        table,
+        decl: kproxy_rules::nft::SetDecl {
+            name: "cluster-ips".into(),
+            key: kproxy_rules::nft::SetKey::Types(vec![kproxy_rules::nft::DataType::InetService]),
+            data: None,
+            comment: None,
+            timeout: None,
+        },
+    });
+    *h.kernel.ruleset.lock().unwrap() = Ruleset::default().apply(&older).unwrap();
+    drive(sync, async {
+        h.list(vec![service("web", "10.96.0.10")], vec![slice("web", &endpoints(0, 2))]);
+        h.list_nodes();
+        settle().await;
+        assert_eq!(h.transactions(), 1, "the refused rewrite took no effect");
+        assert!(h.last_transaction().starts_with("add table ip kproxy\ndelete table ip kproxy\n"));
+        assert!(endpoint_in_kernel(&h.kernel(), "10.244.0.2"));
+        assert!(
+            h.status.metrics.encode().contains("kubeproxy_sync_proxy_rules_nftables_sync_failures_total 0")
+        );
     })
     .await;
 }
