@@ -19,147 +19,18 @@
 //! * `incremental_plan` — what the planner spends on that change once the model is joined:
 //!   render the new ruleset, diff it against the old one, write the transaction's text.
 
-use std::net::Ipv4Addr;
+mod common;
 
+use common::{ENDPOINTS_PER_SERVICE, cluster, cluster_with_one_endpoint_changed, node, to_model};
 use divan::Bencher;
 use divan::counter::{BytesCount, ItemsCount};
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kproxy_rules::NodeContext;
-use kproxy_rules::k8s::{self, Converted};
-use kproxy_rules::model::{self, ServicePortEndpoints};
 use kproxy_rules::nft::{self, Ruleset, Transaction};
 
 /// Cluster sizes, in Services.
 const SIZES: [usize; 2] = [1000, 10000];
-/// Ready endpoints per Service.
-const ENDPOINTS_PER_SERVICE: usize = 10;
-/// The Service (index) whose endpoint changes, and the slot that changes.
-const CHANGED_SERVICE: usize = 7;
-const CHANGED_ENDPOINT: usize = 3;
 
 fn main() {
     divan::main();
-}
-
-/// The objects of a synthetic cluster.
-struct Cluster {
-    services: Vec<core::Service>,
-    slices: Vec<discovery::EndpointSlice>,
-}
-
-/// The ClusterIP of Service `i`: 10.96.0.10, 10.96.0.11, … (as in `hack/bench`).
-fn cluster_ip(i: usize) -> Ipv4Addr {
-    let host = u32::try_from(i).expect("small index") + 10;
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + host)
-}
-
-/// The pod IP of endpoint `k` of Service `i`: distinct for every (i, k), from 10.128.0.1 on.
-fn pod_ip(i: usize, k: usize) -> Ipv4Addr {
-    let host = u32::try_from(i * ENDPOINTS_PER_SERVICE + k).expect("small index") + 1;
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + host)
-}
-
-fn meta(name: String, labels: Option<(&str, String)>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: Some("bench".into()),
-        labels: labels.map(|(k, v)| [(k.to_string(), v)].into()),
-        ..ObjectMeta::default()
-    }
-}
-
-fn service(i: usize) -> core::Service {
-    let ip = cluster_ip(i).to_string();
-    core::Service {
-        metadata: meta(format!("svc-{i}"), None),
-        spec: Some(core::ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some(ip.clone()),
-            cluster_ips: Some(vec![ip]),
-            ports: Some(vec![core::ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                protocol: Some("TCP".into()),
-                target_port: Some(IntOrString::Int(8080)),
-                ..core::ServicePort::default()
-            }]),
-            ..core::ServiceSpec::default()
-        }),
-        ..core::Service::default()
-    }
-}
-
-fn endpoint_slice(i: usize, addresses: impl IntoIterator<Item = Ipv4Addr>) -> discovery::EndpointSlice {
-    discovery::EndpointSlice {
-        metadata: meta(format!("svc-{i}-1"), Some((k8s::SERVICE_NAME_LABEL, format!("svc-{i}")))),
-        address_type: "IPv4".into(),
-        endpoints: addresses
-            .into_iter()
-            .map(|address| discovery::Endpoint {
-                addresses: vec![address.to_string()],
-                conditions: Some(discovery::EndpointConditions {
-                    ready: Some(true),
-                    serving: Some(true),
-                    terminating: Some(false),
-                }),
-                node_name: Some("node1".into()),
-                ..discovery::Endpoint::default()
-            })
-            .collect(),
-        ports: Some(vec![discovery::EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            protocol: Some("TCP".into()),
-            ..discovery::EndpointPort::default()
-        }]),
-    }
-}
-
-/// `n` Services with 10 ready endpoints each.
-fn cluster(n: usize) -> Cluster {
-    Cluster {
-        services: (0..n).map(service).collect(),
-        slices: (0..n).map(|i| endpoint_slice(i, (0..ENDPOINTS_PER_SERVICE).map(|k| pod_ip(i, k)))).collect(),
-    }
-}
-
-/// The same cluster with endpoint [`CHANGED_ENDPOINT`] of Service [`CHANGED_SERVICE`] replaced
-/// by a pod that is new to the cluster.
-fn cluster_with_one_endpoint_changed(n: usize) -> Cluster {
-    let mut changed = cluster(n);
-    let addresses = (0..ENDPOINTS_PER_SERVICE).map(|k| {
-        if k == CHANGED_ENDPOINT { Ipv4Addr::new(10, 200, 0, 1) } else { pod_ip(CHANGED_SERVICE, k) }
-    });
-    changed.slices[CHANGED_SERVICE] = endpoint_slice(CHANGED_SERVICE, addresses);
-    changed
-}
-
-/// Converts every object and joins Services with their slices, as a sync does.
-fn to_model(cluster: &Cluster) -> Vec<ServicePortEndpoints> {
-    let services: Vec<model::Service> = cluster
-        .services
-        .iter()
-        .filter_map(|s| match k8s::service(s) {
-            Ok(Converted::Accepted(service)) => Some(service),
-            _ => None,
-        })
-        .collect();
-    let slices: Vec<model::EndpointSlice> = cluster
-        .slices
-        .iter()
-        .filter_map(|s| match k8s::endpoint_slice(s) {
-            Ok(Converted::Accepted(slice)) => Some(slice),
-            _ => None,
-        })
-        .collect();
-    model::join(&services, &slices).ports
-}
-
-fn node() -> NodeContext {
-    NodeContext::new("node1")
 }
 
 /// The rulesets before and after the endpoint change.
