@@ -1,11 +1,10 @@
-//! From a source's snapshot to the desired ruleset: the rules crate's pipeline, with every
-//! problem tied back to where the object came from.
+//! From a source's snapshot to the desired ruleset: the rules crate's join and render, with
+//! every problem tied back to where the object came from.
 
-use kproxy_rules::k8s::{self, Converted, ObjectError};
 use kproxy_rules::model::{self, NodeContext, ServiceName, ServicePortEndpoints};
 use kproxy_rules::nft::{self, Ruleset};
 
-use crate::sources::{InputError, Located, Snapshot};
+use crate::sources::{InputError, Snapshot};
 
 /// The desired ruleset and what was left out of it.
 #[derive(Debug)]
@@ -39,19 +38,21 @@ impl Plan {
     }
 }
 
-/// Converts, joins and renders; an invalid object is reported and skipped, never fatal.
+/// Joins and renders; the source has converted the objects and reported the invalid ones.
 pub fn plan(snapshot: &Snapshot, node: &NodeContext) -> Plan {
     let mut errors = snapshot.errors.clone();
-    let services = convert(&snapshot.services, |s| k8s::service(s), &mut errors);
-    let slices = convert(&snapshot.endpoint_slices, |s| k8s::endpoint_slice(s), &mut errors);
-    let joined = model::join(&services, &slices);
+    let joined = model::join(
+        snapshot.services.iter().map(AsRef::as_ref),
+        snapshot.endpoint_slices.iter().map(|slice| &slice.model),
+    );
     errors.extend(
         joined
             .conflicts
             .iter()
             .map(|c| InputError { location: "frontend conflict".into(), message: c.to_string() }),
     );
-    let warnings = services
+    let warnings = snapshot
+        .services
         .iter()
         .flat_map(|s| {
             s.warnings.iter().map(|message| Warning {
@@ -62,20 +63,4 @@ pub fn plan(snapshot: &Snapshot, node: &NodeContext) -> Plan {
         })
         .collect();
     Plan { ruleset: nft::render(&joined.ports, node), errors, ports: joined.ports, warnings }
-}
-
-fn convert<K, M>(
-    objects: &[Located<K>],
-    conversion: impl Fn(&K) -> Result<Converted<M>, ObjectError>,
-    errors: &mut Vec<InputError>,
-) -> Vec<M> {
-    let mut accepted = Vec::new();
-    for Located { origin, object } in objects {
-        match conversion(object) {
-            Ok(Converted::Accepted(model)) => accepted.push(model),
-            Ok(Converted::Ignored(reason)) => tracing::debug!(%origin, %reason, "not proxied"),
-            Err(e) => errors.push(InputError { location: origin.to_string(), message: e.to_string() }),
-        }
-    }
-    accepted
 }

@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 
-use super::{Changes, Located, Origin, Snapshot, Source};
+use super::{Changes, Origin, Snapshot, Source};
 use kproxy_rules::k8s::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
 
 /// The label selector kube-proxy lists Services and EndpointSlices with.
@@ -102,7 +102,7 @@ where
 {
     let (store, writer): (Store<K>, Writer<K>) = reflector::store();
     let changes = Arc::clone(changes);
-    let events = stream.reflect(writer);
+    let events = stream.modify(slim).reflect(writer);
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
@@ -123,6 +123,19 @@ where
         }
     });
     store
+}
+
+/// The last `kubectl apply` of an object, as an annotation: often its largest field.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object what kproxy never reads and what makes up much of an object's size,
+/// before the store keeps it: `managedFields` and the last-applied annotation.
+fn slim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 impl Source for KubeSource {
@@ -149,15 +162,41 @@ impl Source for KubeSource {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            services: self.services.state().into_iter().map(from_api).collect(),
-            endpoint_slices: self.endpoint_slices.state().into_iter().map(from_api).collect(),
-            nodes: self.node.state(),
-            errors: Vec::new(),
+        let mut snapshot = Snapshot { nodes: self.node.state(), ..Snapshot::default() };
+        for service in self.services.state() {
+            snapshot.add_service(&Origin::Api, &service);
         }
+        for slice in self.endpoint_slices.state() {
+            snapshot.add_endpoint_slice(&Origin::Api, &slice);
+        }
+        snapshot
     }
 }
 
-fn from_api<T>(object: T) -> Located<T> {
-    Located { origin: Origin::Api, object }
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    use super::*;
+
+    #[test]
+    fn slim_should_drop_managed_fields_and_the_last_applied_annotation_and_keep_the_rest() {
+        let mut service = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                annotations: Some(
+                    [(LAST_APPLIED_ANNOTATION, "{…}"), ("kproxy.io/scheduler", "maglev")]
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        slim(&mut service);
+        assert_eq!(service.metadata.managed_fields, None);
+        let annotations = service.metadata.annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["kproxy.io/scheduler"]);
+    }
 }

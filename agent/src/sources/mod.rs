@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kproxy_rules::k8s::{self, Converted, ObjectError};
+use kproxy_rules::model;
 
 /// Where an object was read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,15 +36,6 @@ impl fmt::Display for Origin {
     }
 }
 
-/// An object with the place it was read from.
-#[derive(Clone, Debug)]
-pub struct Located<T> {
-    /// Where it was found.
-    pub origin: Origin,
-    /// The object.
-    pub object: T,
-}
-
 /// An input that could not be read, reported and skipped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]
@@ -53,17 +46,31 @@ pub struct InputError {
     pub message: String,
 }
 
-/// Everything a source knows at one moment.
+/// The EndpointSlice annotation that records when the change it carries was triggered, for
+/// `kubeproxy_network_programming_duration_seconds`.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// An EndpointSlice as the planner reads it, with its trigger time.
+#[derive(Clone, Debug)]
+pub struct Slice {
+    /// The slice in the planner's model.
+    pub model: model::EndpointSlice,
+    /// [`TRIGGER_TIME_ANNOTATION`], when set.
+    pub trigger_time: Option<String>,
+}
+
+/// Everything a source knows at one moment, already converted to the planner's model: sources
+/// convert an object once, when it is read, not at every sync.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    /// The Services.
-    pub services: Vec<Located<Arc<Service>>>,
-    /// The EndpointSlices.
-    pub endpoint_slices: Vec<Located<Arc<EndpointSlice>>>,
+    /// The Services kproxy proxies.
+    pub services: Vec<Arc<model::Service>>,
+    /// Their EndpointSlices.
+    pub endpoint_slices: Vec<Arc<Slice>>,
     /// Node objects: the API source watches only this node's, a manifests directory may hold
     /// any.
     pub nodes: Vec<Arc<Node>>,
-    /// Inputs that could not be read.
+    /// Inputs that could not be read or converted.
     pub errors: Vec<InputError>,
 }
 
@@ -74,6 +81,37 @@ impl Snapshot {
         self.endpoint_slices.extend(other.endpoint_slices.iter().cloned());
         self.nodes.extend(other.nodes.iter().cloned());
         self.errors.extend(other.errors.iter().cloned());
+    }
+
+    /// Converts a Service read from `origin` and adds it; one that kproxy does not proxy
+    /// (headless, ExternalName) is left out, an invalid one becomes an error.
+    pub fn add_service(&mut self, origin: &Origin, object: &Service) {
+        if let Some(service) = self.accept(origin, k8s::service(object)) {
+            self.services.push(Arc::new(service));
+        }
+    }
+
+    /// Converts an EndpointSlice read from `origin` and adds it, like [`Snapshot::add_service`].
+    pub fn add_endpoint_slice(&mut self, origin: &Origin, object: &EndpointSlice) {
+        if let Some(model) = self.accept(origin, k8s::endpoint_slice(object)) {
+            let trigger_time =
+                object.metadata.annotations.as_ref().and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
+            self.endpoint_slices.push(Arc::new(Slice { model, trigger_time: trigger_time.cloned() }));
+        }
+    }
+
+    fn accept<M>(&mut self, origin: &Origin, converted: Result<Converted<M>, ObjectError>) -> Option<M> {
+        match converted {
+            Ok(Converted::Accepted(model)) => Some(model),
+            Ok(Converted::Ignored(reason)) => {
+                tracing::debug!(%origin, %reason, "not proxied");
+                None
+            }
+            Err(e) => {
+                self.errors.push(InputError { location: origin.to_string(), message: e.to_string() });
+                None
+            }
+        }
     }
 }
 

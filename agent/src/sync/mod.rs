@@ -34,9 +34,6 @@ use crate::sources::{Changes, InputError, Snapshot, Source};
 /// How long a failed transaction waits before it is tried again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// The EndpointSlice annotation the network programming latency is measured from.
-const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
 /// What the kernel holds after a successful sync, published on a watch channel for the tasks
 /// that follow the dataplane: health-check node ports, conntrack cleanup.
 #[derive(Clone, Debug)]
@@ -339,12 +336,8 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         let first = self.trigger_times.is_none();
         let seen = self.trigger_times.get_or_insert_with(HashMap::new);
         for slice in &snapshot.endpoint_slices {
-            let meta = &slice.object.metadata;
-            let Some(time) = meta.annotations.as_ref().and_then(|a| a.get(TRIGGER_TIME_ANNOTATION)) else {
-                continue;
-            };
-            let key =
-                format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""));
+            let Some(time) = &slice.trigger_time else { continue };
+            let key = format!("{}/{}", slice.model.service.namespace, slice.model.name);
             if seen.get(&key) == Some(time) {
                 continue;
             }

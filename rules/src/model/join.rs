@@ -52,7 +52,10 @@ pub struct JoinedServices {
 /// which also supplies the endpoints' target port. Slices are merged in name order and an
 /// endpoint (address, port) listed twice is kept once, the later slice's copy winning, as in
 /// kube-proxy's EndpointSlice cache. Slices of unknown Services or ports contribute nothing.
-pub fn join(services: &[Service], slices: &[EndpointSlice]) -> JoinedServices {
+pub fn join<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> JoinedServices {
     let mut slices_by_service: BTreeMap<&ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
         slices_by_service.entry(&slice.service).or_default().push(slice);
