@@ -67,7 +67,7 @@ fn main() {
         "joined Service ports",
         "ruleset (`nft::render`)",
         "full transaction (`Transaction::replace`)",
-        "its nft text",
+        "its nft text, whole (`kproxy debug render`; `kproxy run` streams it to nft in 1 MiB chunks)",
         "incremental update for one endpoint (`nft::diff`)",
     ]
     .into_iter()

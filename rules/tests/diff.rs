@@ -110,11 +110,12 @@ fn rewrite_should_keep_what_the_datapath_wrote_to_affinity_sets_and_drop_tables_
     let v4 = &planned.tables[0];
     let affinity = v4.sets.values().find(|s| s.decl.timeout.is_some()).expect("an affinity set");
     let client = vec![nft::Value::Addr("192.0.2.7".parse().unwrap())];
+    let entry = nft::Element { value: None, comment: None };
     let mut learned = Transaction::default();
     learned.push(Operation::AddElements {
         table: v4.id.clone(),
         set: affinity.decl.name.clone(),
-        elements: vec![(client.clone(), nft::Element { value: None, comment: None })],
+        elements: vec![(&client, &entry)],
     });
     let kernel = planned.apply(&learned).unwrap();
 

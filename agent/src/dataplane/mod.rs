@@ -15,7 +15,7 @@ pub trait Dataplane {
     type Error: std::fmt::Display;
 
     /// Applies `tx`; on error nothing of it took effect.
-    async fn apply(&self, tx: &Transaction) -> Result<(), Self::Error>;
+    async fn apply(&self, tx: &Transaction<'_>) -> Result<(), Self::Error>;
 
     /// What kproxy's own tables hold now, by name: the tables that exist, their chains and
     /// sets. Full syncs rewrite the tables in place from it.
@@ -25,7 +25,7 @@ pub trait Dataplane {
 impl Dataplane for nft::NftCli {
     type Error = nft::NftError;
 
-    async fn apply(&self, tx: &Transaction) -> Result<(), nft::NftError> {
+    async fn apply(&self, tx: &Transaction<'_>) -> Result<(), nft::NftError> {
         nft::NftCli::apply(self, tx).await
     }
 

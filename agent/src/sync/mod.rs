@@ -93,6 +93,16 @@ impl SyncKind {
     }
 }
 
+/// What one sync sent to the kernel.
+struct Programmed {
+    kind: SyncKind,
+    operations: usize,
+    elements: usize,
+    /// Whether the cleanup transaction (if any) succeeded: otherwise the kernel holds more than
+    /// the plan, and the next sync must be full.
+    cleaned_up: bool,
+}
+
 /// The loop and its memory of what the kernel holds.
 pub struct SyncLoop<S, D> {
     source: S,
@@ -220,19 +230,10 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         let plan_time = started.elapsed();
 
         let apply_started = Instant::now();
-        let applied = match incremental {
-            Some(update) if update.changes.is_empty() => Ok((SyncKind::Incremental, update)),
-            Some(update) => match self.dataplane.apply(&update.changes).await {
-                Ok(()) => Ok((SyncKind::Incremental, update)),
-                Err(e) => Err((SyncKind::Incremental, e)),
-            },
-            None => {
-                let kind = if kind == SyncKind::Incremental { SyncKind::Full } else { kind };
-                self.apply_full(kind, &plan.ruleset).await
-            }
-        };
-        let (kind, Update { changes, cleanup }) = match applied {
-            Ok(applied) => applied,
+        let programmed = self.program(kind, incremental, &plan.ruleset).await;
+        let apply_time = apply_started.elapsed();
+        let Programmed { kind, operations, elements, cleaned_up } = match programmed {
+            Ok(programmed) => programmed,
             Err((kind, e)) => {
                 tracing::error!(kind = kind.as_str(), "sync failed, the previous rules stay in place: {e}");
                 self.status.metrics.sync_failures.inc();
@@ -243,14 +244,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         };
         let service_ports = plan.ports.len();
         let endpoints = plan.endpoint_count();
-        let mut applied = Some(plan.ruleset);
-        if !cleanup.is_empty()
-            && let Err(e) = self.dataplane.apply(&cleanup).await
-        {
-            tracing::warn!("removing unused chains failed; the next sync is full: {e}");
-            applied = None;
-        }
-        let apply_time = apply_started.elapsed();
+        let applied = cleaned_up.then_some(plan.ruleset);
         self.retry_at = None;
 
         let metrics = &self.status.metrics;
@@ -265,7 +259,6 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
                 ruleset.tables.iter().flat_map(|t| t.sets.values()).map(|s| s.elements.len()).sum(),
             ));
         }
-        let operations = changes.operations().len() + cleanup.operations().len();
         metrics.last_transaction_operations.set(gauge(operations));
         self.status.health.updated(Timestamp::now());
         self.observe_programming_latency(&snapshot);
@@ -275,7 +268,7 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
                 plan_ms = plan_time.as_millis() as u64,
                 apply_ms = apply_time.as_millis() as u64,
                 operations,
-                elements = changes.element_count() + cleanup.element_count(),
+                elements,
                 service_ports,
                 endpoints,
                 "synced"
@@ -287,14 +280,49 @@ impl<S: Source, D: Dataplane> SyncLoop<S, D> {
         self.outcomes.send_replace(Some(Arc::new(SyncOutcome { ports: Arc::new(plan.ports), node })));
     }
 
+    /// Sends the kernel what takes it to `ruleset`: the `incremental` update when there is
+    /// one, else a full sync; then the cleanup of what that left unused.
+    async fn program(
+        &self,
+        kind: SyncKind,
+        incremental: Option<Update<'_>>,
+        ruleset: &Ruleset,
+    ) -> Result<Programmed, (SyncKind, D::Error)> {
+        let (kind, update) = match incremental {
+            Some(update) => {
+                if !update.changes.is_empty() {
+                    self.dataplane.apply(&update.changes).await.map_err(|e| (SyncKind::Incremental, e))?;
+                }
+                (SyncKind::Incremental, update)
+            }
+            None => {
+                let kind = if kind == SyncKind::Incremental { SyncKind::Full } else { kind };
+                self.apply_full(kind, ruleset).await?
+            }
+        };
+        let mut cleaned_up = true;
+        if !update.cleanup.is_empty()
+            && let Err(e) = self.dataplane.apply(&update.cleanup).await
+        {
+            tracing::warn!("removing unused chains failed; the next sync is full: {e}");
+            cleaned_up = false;
+        }
+        Ok(Programmed {
+            kind,
+            operations: update.changes.operations().len() + update.cleanup.operations().len(),
+            elements: update.changes.element_count() + update.cleanup.element_count(),
+            cleaned_up,
+        })
+    }
+
     /// Applies `ruleset` whole: kproxy's tables rewritten in place from what the kernel holds
     /// ([`Transaction::rewrite`]), or replaced when the kernel cannot be read or refuses the
     /// rewrite (a table left by an older kproxy with other declarations).
-    async fn apply_full(
+    async fn apply_full<'a>(
         &self,
         kind: SyncKind,
-        ruleset: &Ruleset,
-    ) -> Result<(SyncKind, Update), (SyncKind, D::Error)> {
+        ruleset: &'a Ruleset,
+    ) -> Result<(SyncKind, Update<'a>), (SyncKind, D::Error)> {
         match self.dataplane.inventory().await {
             Ok(existing) => {
                 let update = Transaction::rewrite(ruleset, &existing);

@@ -94,7 +94,7 @@ impl Ruleset {
             Operation::AddRule { table, chain, rule } => {
                 let table = self.table_mut(index, table)?;
                 let chain = table.chains.get_mut(chain).ok_or_else(|| not_found(format!("chain {chain}")))?;
-                chain.rules.push(rule.clone());
+                chain.rules.push(Rule::clone(rule));
             }
             Operation::FlushChain { table, chain } => {
                 let table = self.table_mut(index, table)?;
@@ -136,7 +136,7 @@ impl Ruleset {
             Operation::AddElements { table, set, elements } => {
                 let table = self.table_mut(index, table)?;
                 let target = table.sets.get_mut(set).ok_or_else(|| not_found(format!("set {set}")))?;
-                for (key, element) in elements {
+                for &(key, element) in elements {
                     match target.elements.get(key) {
                         Some(existing) if existing.value != element.value => {
                             return Err(ApplyError::Exists {
@@ -146,7 +146,7 @@ impl Ruleset {
                         }
                         Some(_) => {}
                         None => {
-                            target.elements.insert(key.clone(), element.clone());
+                            target.elements.insert(key.to_vec(), element.clone());
                         }
                     }
                 }
@@ -155,7 +155,7 @@ impl Ruleset {
                 let table = self.table_mut(index, table)?;
                 let target: &mut Set =
                     table.sets.get_mut(set).ok_or_else(|| not_found(format!("set {set}")))?;
-                for key in keys {
+                for &key in keys {
                     if target.elements.remove(key).is_none() {
                         return Err(not_found(format!("element {key:?} of {set}")));
                     }

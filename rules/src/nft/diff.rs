@@ -9,19 +9,19 @@ use super::transaction::{Operation, Transaction};
 /// A change in two transactions, as [`diff`] and [`Transaction::rewrite`] produce it: the
 /// change itself, and the removal of the objects it left unused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Update {
+pub struct Update<'a> {
     /// Everything but the removal of unused chains and sets, atomically.
-    pub changes: Transaction,
+    pub changes: Transaction<'a>,
     /// Deletes the chains and sets that `changes` emptied and unreferenced; apply it right
     /// after `changes`.
     ///
     /// Kernels before 6.2 refuse to delete a chain in the same transaction that deletes the
     /// last map element jumping to it (EBUSY), which is why kube-proxy deletes stale chains in
     /// a later transaction too. Until `cleanup` runs, the stale objects are empty and unused.
-    pub cleanup: Transaction,
+    pub cleanup: Transaction<'a>,
 }
 
-impl Update {
+impl Update<'_> {
     /// Whether the rulesets were equal.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty() && self.cleanup.is_empty()
@@ -36,7 +36,7 @@ impl Update {
 /// deletions (changed elements are deleted and re-added, since nft cannot replace a value in
 /// place); flushes of changed and stale chains; sets declared otherwise deleted and declared
 /// again; the new rules; element additions.
-pub fn diff(from: &Ruleset, to: &Ruleset) -> Option<Update> {
+pub fn diff<'a>(from: &'a Ruleset, to: &'a Ruleset) -> Option<Update<'a>> {
     if from.tables.len() != to.tables.len() {
         return None;
     }
@@ -50,7 +50,7 @@ pub fn diff(from: &Ruleset, to: &Ruleset) -> Option<Update> {
     Some(update)
 }
 
-fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
+fn diff_table<'a>(old: &'a Table, new: &'a Table, update: &mut Update<'a>) -> Option<()> {
     let id = &new.id;
     let tx = &mut update.changes;
     for chain in new.chains.values() {
@@ -75,11 +75,11 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
 
     for set in old.sets.values().filter(|s| !redeclared.contains(s.decl.name.as_str())) {
         let Some(desired) = new.sets.get(&set.decl.name) else { continue };
-        let keys: Vec<Vec<Value>> = set
+        let keys: Vec<&[Value]> = set
             .elements
             .iter()
             .filter(|(key, element)| desired.elements.get(*key) != Some(*element))
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.as_slice())
             .collect();
         if !keys.is_empty() {
             tx.push(Operation::DeleteElements { table: id.clone(), set: set.decl.name.clone(), keys });
@@ -107,29 +107,18 @@ fn diff_table(old: &Table, new: &Table, update: &mut Update) -> Option<()> {
             continue;
         }
         for rule in &chain.rules {
-            tx.push(Operation::AddRule {
-                table: id.clone(),
-                chain: chain.decl.name.clone(),
-                rule: rule.clone(),
-            });
+            tx.push(Operation::AddRule { table: id.clone(), chain: chain.decl.name.clone(), rule });
         }
     }
 
     for set in new.sets.values() {
         let existing = old.sets.get(&set.decl.name).filter(|_| !redeclared.contains(set.decl.name.as_str()));
-        let elements: Vec<_> = set
+        let elements = set
             .elements
             .iter()
             .filter(|(key, element)| existing.is_none_or(|e| e.elements.get(*key) != Some(*element)))
-            .map(|(key, element)| (key.clone(), element.clone()))
-            .collect();
-        for chunk in Transaction::element_commands(&elements) {
-            tx.push(Operation::AddElements {
-                table: id.clone(),
-                set: set.decl.name.clone(),
-                elements: chunk.to_vec(),
-            });
-        }
+            .map(|(key, element)| (key.as_slice(), element));
+        tx.add_elements(id, &set.decl.name, elements);
     }
 
     for chain in old.chains.values().filter(|c| !new.chains.contains_key(&c.decl.name)) {

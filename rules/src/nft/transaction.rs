@@ -10,9 +10,11 @@ use super::syntax::{
     write_base_chain, write_comment, write_element, write_rule, write_set_decl_body, write_values,
 };
 
-/// One operation of a transaction.
+/// One operation of a transaction. Rules and elements are borrowed from the rulesets the
+/// transaction was built from: at 10k Services a full sync carries 220k elements, which a copy
+/// would double in memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operation {
+pub enum Operation<'a> {
     /// `add table`: create the table if it is absent.
     AddTable {
         /// The table.
@@ -43,7 +45,7 @@ pub enum Operation {
         /// The chain's name.
         chain: String,
         /// The rule.
-        rule: Rule,
+        rule: &'a Rule,
     },
     /// `add element`: add elements to a set or map.
     AddElements {
@@ -52,7 +54,7 @@ pub enum Operation {
         /// The set's name.
         set: String,
         /// The elements, by key.
-        elements: Vec<(Vec<Value>, Element)>,
+        elements: Vec<(&'a [Value], &'a Element)>,
     },
     /// `delete element`: remove elements, by key; each must exist.
     DeleteElements {
@@ -61,7 +63,7 @@ pub enum Operation {
         /// The set's name.
         set: String,
         /// The keys.
-        keys: Vec<Vec<Value>>,
+        keys: Vec<&'a [Value]>,
     },
     /// `flush chain`: remove every rule of a chain.
     FlushChain {
@@ -101,8 +103,8 @@ pub enum Operation {
 
 /// Operations the kernel applies all together or not at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Transaction {
-    operations: Vec<Operation>,
+pub struct Transaction<'a> {
+    operations: Vec<Operation<'a>>,
 }
 
 /// The most elements one `add element` command carries. Fewer, longer commands load faster:
@@ -110,13 +112,13 @@ pub struct Transaction {
 /// against one command per Service port (hack/bench, docs/performance.md).
 const ELEMENTS_PER_COMMAND: usize = 4096;
 
-impl Transaction {
+impl<'a> Transaction<'a> {
     /// A transaction that replaces each table of `ruleset` with its desired contents.
     ///
     /// nft 1.0.6 has no `destroy`, so each table is first added (a no-op when it exists), then
     /// deleted, then created afresh, all in one transaction: traffic sees either the old table
     /// or the new one, never an empty one.
-    pub fn replace(ruleset: &Ruleset) -> Transaction {
+    pub fn replace(ruleset: &'a Ruleset) -> Transaction<'a> {
         let mut tx = Transaction::default();
         for table in &ruleset.tables {
             tx.operations.push(Operation::AddTable { table: table.id.clone(), comment: None });
@@ -127,7 +129,7 @@ impl Transaction {
     }
 
     /// A transaction that removes these tables if they exist, and touches nothing else.
-    pub fn delete_tables(tables: &[TableRef]) -> Transaction {
+    pub fn delete_tables(tables: &[TableRef]) -> Transaction<'a> {
         let mut tx = Transaction::default();
         for table in tables {
             tx.operations.push(Operation::AddTable { table: table.clone(), comment: None });
@@ -150,7 +152,7 @@ impl Transaction {
     /// the ruleset no longer has are emptied here and deleted by [`Update::cleanup`]. The
     /// kernel refuses the transaction when a table holds a chain or set of the same name
     /// declared otherwise (an older kproxy's); [`Transaction::replace`] is the way out then.
-    pub fn rewrite(ruleset: &Ruleset, existing: &[Inventory]) -> Update {
+    pub fn rewrite(ruleset: &'a Ruleset, existing: &[Inventory]) -> Update<'a> {
         let mut update = Update::default();
         let tx = &mut update.changes;
         for gone in existing.iter().filter(|e| !ruleset.tables.iter().any(|t| t.id == e.table)) {
@@ -192,7 +194,7 @@ impl Transaction {
 
     /// Appends the operations that create `table` from nothing: declarations first, so that
     /// every rule and element finds the chains and sets it refers to.
-    fn create(&mut self, table: &Table) {
+    fn create(&mut self, table: &'a Table) {
         self.operations.push(Operation::AddTable { table: table.id.clone(), comment: table.comment.clone() });
         self.declare(table);
         self.add_contents(table);
@@ -211,45 +213,49 @@ impl Transaction {
     }
 
     /// Appends every rule and every element of `table`, whose chains and sets exist.
-    fn add_contents(&mut self, table: &Table) {
+    fn add_contents(&mut self, table: &'a Table) {
         let id = &table.id;
         for chain in table.chains.values() {
             for rule in &chain.rules {
                 self.operations.push(Operation::AddRule {
                     table: id.clone(),
                     chain: chain.decl.name.clone(),
-                    rule: rule.clone(),
+                    rule,
                 });
             }
         }
         for set in table.sets.values() {
-            let elements: Vec<(Vec<Value>, Element)> =
-                set.elements.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
-            for chunk in Transaction::element_commands(&elements) {
-                self.operations.push(Operation::AddElements {
-                    table: id.clone(),
-                    set: set.decl.name.clone(),
-                    elements: chunk.to_vec(),
-                });
-            }
+            let elements = set.elements.iter().map(|(key, element)| (key.as_slice(), element));
+            self.add_elements(id, &set.decl.name, elements);
         }
     }
 
-    /// Splits elements into the runs one `add element` command carries: at most
-    /// [`ELEMENTS_PER_COMMAND`].
-    pub(super) fn element_commands(
-        elements: &[(Vec<Value>, Element)],
-    ) -> impl Iterator<Item = &[(Vec<Value>, Element)]> {
-        elements.chunks(ELEMENTS_PER_COMMAND)
+    /// Appends `add element` commands for `elements` of `set`, at most
+    /// [`ELEMENTS_PER_COMMAND`] each.
+    pub(super) fn add_elements(
+        &mut self,
+        table: &TableRef,
+        set: &str,
+        elements: impl IntoIterator<Item = (&'a [Value], &'a Element)>,
+    ) {
+        let mut elements = elements.into_iter().peekable();
+        while elements.peek().is_some() {
+            let chunk: Vec<_> = elements.by_ref().take(ELEMENTS_PER_COMMAND).collect();
+            self.operations.push(Operation::AddElements {
+                table: table.clone(),
+                set: set.into(),
+                elements: chunk,
+            });
+        }
     }
 
     /// Appends an operation.
-    pub fn push(&mut self, operation: Operation) {
+    pub fn push(&mut self, operation: Operation<'a>) {
         self.operations.push(operation);
     }
 
     /// The operations, in order.
-    pub fn operations(&self) -> &[Operation] {
+    pub fn operations(&self) -> &[Operation<'a>] {
         &self.operations
     }
 
@@ -272,17 +278,23 @@ impl Transaction {
 }
 
 /// The nft script: one command per line, as `nft -f -` reads it.
-impl fmt::Display for Transaction {
+impl fmt::Display for Transaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for op in &self.operations {
-            write_operation(f, op)?;
-            f.write_char('\n')?;
+            writeln!(f, "{op}")?;
         }
         Ok(())
     }
 }
 
-fn write_operation(f: &mut impl Write, op: &Operation) -> fmt::Result {
+/// One nft command, without its newline.
+impl fmt::Display for Operation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_operation(f, self)
+    }
+}
+
+fn write_operation(f: &mut impl Write, op: &Operation<'_>) -> fmt::Result {
     match op {
         Operation::AddTable { table, comment } => {
             write!(f, "add table {} {}", table.family.as_str(), table.name)?;
