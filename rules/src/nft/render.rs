@@ -10,7 +10,7 @@
 //! ClientIP session affinity, kube-proxy's per-endpoint shape (`service-…`, `local-…`,
 //! `endpoint-…` chains and `affinity-…` sets).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -50,16 +50,15 @@ fn render_table(ports: &[ServicePortEndpoints], node: &NodeContext, family: IpFa
     let pod_cidrs: Vec<IpNet> =
         node.cluster_cidrs.iter().copied().filter(|c| IpFamily::of(&c.addr()) == family).collect();
     let table = skeleton(family.into(), node, &pod_cidrs);
-    let mut builder = Builder { table, family, pod_cidrs, pick_chains: BTreeSet::new() };
+    let mut builder =
+        Builder { table, elements: BTreeMap::new(), family, pod_cidrs, pick_chains: BTreeSet::new() };
     for address in node.node_port_ips.iter().filter(|ip| IpFamily::of(ip) == family) {
-        builder.table.add_element(names::NODEPORT_IPS, vec![Value::Addr(*address)], plain());
+        builder.add_element(names::NODEPORT_IPS, vec![Value::Addr(*address)], plain());
     }
     for port in ports {
         builder.port(port, node);
     }
-    let mut table = builder.finish();
-    table.compact();
-    table
+    builder.finish()
 }
 
 /// Where a frontend's new connections go once its policy has chosen the endpoints.
@@ -82,6 +81,8 @@ enum Frontend {
 
 struct Builder {
     table: Table,
+    /// The elements of each set, in the order they were added; the table gets them at the end.
+    elements: BTreeMap<String, Vec<(Vec<Value>, Element)>>,
     family: IpFamily,
     /// The pod CIDRs of this family.
     pod_cidrs: Vec<IpNet>,
@@ -138,11 +139,11 @@ impl Builder {
         }
         for endpoint in plan.cluster.iter().chain(&plan.local) {
             let pair = vec![Value::Addr(endpoint.address), Value::Addr(endpoint.address)];
-            self.table.add_element(names::HAIRPIN, pair, plain());
+            self.add_element(names::HAIRPIN, pair, plain());
         }
 
         for ip in &cluster_ips {
-            self.table.add_element(
+            self.add_element(
                 names::CLUSTER_IPS,
                 vec![Value::Addr(*ip)],
                 commented(&Arc::from(port.name.service.to_string())),
@@ -173,7 +174,7 @@ impl Builder {
             );
             for ip in &load_balancer_ips {
                 let key = address_key(*ip, port.name.protocol, port.port);
-                self.table.add_element(
+                self.add_element(
                     names::FIREWALL_IPS,
                     key,
                     verdict(Verdict::Goto(firewall.clone()), &plan.comment),
@@ -204,24 +205,24 @@ impl Builder {
         };
         let Some(cluster_target) = plan.cluster_target.clone() else {
             let reject = verdict(Verdict::Goto(names::REJECT_CHAIN.into()), &plan.comment);
-            self.table.add_element(no_endpoints_map, key, reject);
+            self.add_element(no_endpoints_map, key, reject);
             return;
         };
         let drop_without_local = |builder: &mut Builder| {
-            builder.table.add_element(no_endpoints_map, key.clone(), verdict(Verdict::Drop, &plan.comment));
+            builder.add_element(no_endpoints_map, key.clone(), verdict(Verdict::Drop, &plan.comment));
         };
         match (policy, external) {
             (TrafficPolicy::Cluster, _) => {
                 if external {
-                    self.table.add_element(masquerade_set, key.clone(), commented(&plan.comment));
+                    self.add_element(masquerade_set, key.clone(), commented(&plan.comment));
                 }
                 let chain = self.target_chain(plan, frontend, &cluster_target);
-                self.table.add_element(dispatch_map, key, verdict(Verdict::Goto(chain), &plan.comment));
+                self.add_element(dispatch_map, key, verdict(Verdict::Goto(chain), &plan.comment));
             }
             (TrafficPolicy::Local, false) => match plan.local_target.clone() {
                 Some(local) => {
                     let chain = self.target_chain(plan, frontend, &local);
-                    self.table.add_element(dispatch_map, key, verdict(Verdict::Goto(chain), &plan.comment));
+                    self.add_element(dispatch_map, key, verdict(Verdict::Goto(chain), &plan.comment));
                 }
                 None => drop_without_local(self),
             },
@@ -264,7 +265,7 @@ impl Builder {
                 if !self.table.chains.contains_key(&name) {
                     self.table.add_chain(commented_chain(&name, &plan.comment), rules);
                 }
-                self.table.add_element(dispatch_map, key, verdict(Verdict::Goto(name), &plan.comment));
+                self.add_element(dispatch_map, key, verdict(Verdict::Goto(name), &plan.comment));
             }
         }
     }
@@ -290,7 +291,7 @@ impl Builder {
             let mut slot_key = key.clone();
             slot_key.push(Value::Int(u32::try_from(slot).unwrap_or(u32::MAX)));
             let data = ElementValue::Data(vec![Value::Addr(endpoint.address), Value::Port(endpoint.port)]);
-            self.table.add_element(
+            self.add_element(
                 &map,
                 slot_key,
                 Element { value: Some(data), comment: Some(Arc::clone(&plan.comment)) },
@@ -362,7 +363,20 @@ impl Builder {
         plan.local_target = chain_for("local", &plan.local);
     }
 
+    /// Adds an element to a set of the skeleton; of a repeated key, the first stays.
+    fn add_element(&mut self, set: &str, key: Vec<Value>, element: Element) {
+        match self.elements.get_mut(set) {
+            Some(elements) => elements.push((key, element)),
+            None => {
+                self.elements.insert(set.to_string(), vec![(key, element)]);
+            }
+        }
+    }
+
     fn finish(mut self) -> Table {
+        for (set, elements) in std::mem::take(&mut self.elements) {
+            self.table.fill_set(&set, elements);
+        }
         for (scope, keying, protocol, scheduler, slots) in std::mem::take(&mut self.pick_chains) {
             let modulus = count(slots);
             let choice = match scheduler {
