@@ -29,6 +29,7 @@
 pub mod agent;
 pub mod client;
 pub mod command;
+pub mod fake_api;
 pub mod forwarder;
 pub mod lab;
 pub mod manifest;

@@ -19,7 +19,11 @@
 //!    `synced` line and for the first TCP answer on its ClusterIP from the node;
 //! 5. reads the agent's peak RSS (`VmHWM`), stops it (the rules stay), and times `nft -f` alone
 //!    on the agent's full transaction (`kproxy debug render`): a cold load after
-//!    `kproxy cleanup`, a replace of the loaded table, and a no-op element command.
+//!    `kproxy cleanup`, a replace of the loaded table, and a no-op element command;
+//! 6. after another `kproxy cleanup`, serves the same cluster as JSON from a stand-in for the
+//!    API server ([`kproxy_e2e::fake_api`]) on the node namespace's loopback, starts
+//!    `kproxy run --kubeconfig …` against it, and times its full sync and reads its RSS: the
+//!    path objects take in a cluster, without YAML.
 //!
 //! It prints one markdown table, medians with the range in brackets, on stdout; progress and
 //! per-sample lines go to stderr. Every wait is bounded by `--timeout` (default 120 s); every lab
@@ -35,9 +39,11 @@ use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kproxy_e2e::fake_api::{ApiObjects, FakeApi};
 use kproxy_e2e::{
     Agent, Endpoint, EndpointSlice, Lab, Manifest, ManifestDir, NODE_NAME, Service, ServicePort,
 };
+use serde_json::json;
 
 /// Services per manifest file: two documents each, below the 1024 documents per file that the
 /// agent's YAML reader accepts.
@@ -218,7 +224,34 @@ fn bench_once(size: usize, options: &Options, stats: &mut Stats) -> Result<(), S
         agent.kill();
     }
 
-    nft_alone(&lab, options, stats)
+    nft_alone(&lab, options, stats)?;
+    api_full_sync(&lab, &cluster, options, stats)
+}
+
+/// Step 6: the full sync of the same cluster from the API source, on a clean kernel.
+fn api_full_sync(lab: &Lab, cluster: &Cluster, options: &Options, stats: &mut Stats) -> Result<(), String> {
+    let cleanup = lab.kproxy(&["cleanup"]);
+    if !cleanup.success() {
+        return Err(format!("kproxy cleanup failed: {cleanup}"));
+    }
+    let api = FakeApi::start(lab.node_netns(), &cluster.api_objects());
+    let kubeconfig = api.kubeconfig(lab.scratch_path());
+    let started = Instant::now();
+    let agent = lab.start_kproxy_with_kubeconfig(&kubeconfig, &AGENT_ARGS);
+    let mut log = LogTail::new(agent.log_path());
+    let full = log.next_sync(&agent, started + options.timeout)?;
+    let size = cluster.endpoints.len();
+    if full.service_ports.is_some_and(|ports| ports as usize != size) {
+        return Err(format!(
+            "the API full sync programmed {:?} Service ports, not {size}",
+            full.service_ports
+        ));
+    }
+    stats.sync("api_full", &full, started.elapsed());
+    let pid = kproxy_pid(agent.pid().ok_or("the agent is not running")?)?;
+    stats.number("api_rss_after_full_mib", peak_rss_kib(pid)? as f64 / 1024.0);
+    agent.kill();
+    Ok(())
 }
 
 /// Times `nft -f` without the agent: the full transaction the agent would send now, loaded
@@ -368,6 +401,42 @@ impl Cluster {
     /// Writes every file; returns the bytes written.
     fn write_all(&self, dir: &ManifestDir) -> u64 {
         (0..self.endpoints.len().div_ceil(SERVICES_PER_FILE)).map(|file| self.write_file(file, dir)).sum()
+    }
+
+    /// The cluster as the API server would list it: JSON objects.
+    fn api_objects(&self) -> ApiObjects {
+        let services = (0..self.endpoints.len()).map(|i| {
+            let ip = cluster_ip(i).to_string();
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": format!("svc-{i}"), "namespace": "bench", "resourceVersion": "1"},
+                "spec": {
+                    "type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                    "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP", "targetPort": TARGET_PORT}],
+                },
+            })
+        });
+        let slices = self.endpoints.iter().enumerate().map(|(i, addresses)| {
+            let endpoints: Vec<_> = addresses
+                .iter()
+                .map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}))
+                .collect();
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("svc-{i}-1"), "namespace": "bench", "resourceVersion": "1",
+                    "labels": {"kubernetes.io/service-name": format!("svc-{i}")},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
+                "endpoints": endpoints,
+            })
+        });
+        ApiObjects {
+            services: services.collect(),
+            endpoint_slices: slices.collect(),
+            ..ApiObjects::default()
+        }
     }
 
     /// Rewrites the file that holds Service `service`.
@@ -734,6 +803,10 @@ const ROWS: &[(&str, &str, usize)] = &[
     ("nft alone: cold load merged, nft peak RSS, MiB", "nft_cold_merged_rss_mib", 0),
     ("full transaction text (`kproxy debug render`), MiB", "script_mib", 1),
     ("`kproxy debug render` (read + parse + plan + text, one shot), s", "debug_render_s", 2),
+    ("**API source** (a stand-in API server, JSON): full sync: plan ms", "api_full.plan_ms", 0),
+    ("API source: full sync: apply ms", "api_full.apply_ms", 0),
+    ("API source: full sync: agent start → `synced` line, ms", "api_full.wall_ms", 0),
+    ("API source: agent RSS after the full sync (VmHWM), MiB", "api_rss_after_full_mib", 1),
 ];
 
 fn markdown(options: &Options, results: &[(usize, Stats)]) -> String {
