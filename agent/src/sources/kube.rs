@@ -2,8 +2,10 @@
 //! node's Node.
 //!
 //! Services and EndpointSlices are watched with kube-proxy's label selector, so the API server
-//! filters out objects that belong to another service proxy or are headless. Each reflector
-//! runs in its own task and keeps a [`Store`]; the sync loop reads the stores. When the API
+//! filters out objects that belong to another service proxy or are headless. Each watch runs in
+//! its own task; Services and EndpointSlices are converted to the planner's model as their
+//! events arrive and only the conversions are kept ([`ConvertedStore`]), the Node is kept whole
+//! in a reflector [`Store`]; the sync loop reads the stores. When the API
 //! server goes away the stores keep their last state (so do the rules), the watchers retry with
 //! backoff, and a relist that shows changes wakes the sync loop like any other event.
 
@@ -19,8 +21,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::Notify;
 
-use super::{Changes, Origin, Snapshot, Source};
+use super::converted::{self, ConvertedStore};
+use super::{Changes, Conversion, Origin, Slice, Snapshot, Source, convert_endpoint_slice, convert_service};
 use kproxy_rules::k8s::{HEADLESS_LABEL, SERVICE_PROXY_NAME_LABEL};
+use kproxy_rules::model;
 
 /// The label selector kube-proxy lists Services and EndpointSlices with.
 pub fn proxied_objects_selector() -> String {
@@ -48,8 +52,8 @@ struct ChangeCounter {
 
 /// The API server's view of this node's Services, EndpointSlices and Node.
 pub struct KubeSource {
-    services: Store<Service>,
-    endpoint_slices: Store<EndpointSlice>,
+    services: ConvertedStore<model::Service>,
+    endpoint_slices: ConvertedStore<Slice>,
     node: Store<Node>,
     changes: Arc<ChangeCounter>,
 }
@@ -82,12 +86,37 @@ impl KubeSource {
     ) -> KubeSource {
         let changes = Arc::new(ChangeCounter::default());
         KubeSource {
-            services: reflect(services, Kind::Service, &changes),
-            endpoint_slices: reflect(endpoint_slices, Kind::EndpointSlice, &changes),
+            services: convert(services, Kind::Service, &changes, convert_service),
+            endpoint_slices: convert(endpoint_slices, Kind::EndpointSlice, &changes, convert_endpoint_slice),
             node: reflect(node, Kind::Node, &changes),
             changes,
         }
     }
+}
+
+/// Follows one kind in its own task, keeping the conversions of its objects.
+fn convert<K, M>(
+    stream: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    kind: Kind,
+    changes: &Arc<ChangeCounter>,
+    conversion: fn(&Origin, &K) -> Conversion<M>,
+) -> ConvertedStore<M>
+where
+    K: Resource + Send + 'static,
+    M: Send + Sync + 'static,
+{
+    let (store, writer) = converted::store();
+    let changes = Arc::clone(changes);
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(stream);
+        while let Some(event) = events.next().await {
+            if let Ok(event) = &event {
+                writer.apply(event, |object| conversion(&Origin::Api, object));
+            }
+            changes.count(kind, &event);
+        }
+    });
+    store
 }
 
 /// Runs a reflector for one kind in its own task and returns its store.
@@ -106,23 +135,30 @@ where
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
-            let counter = match kind {
-                Kind::Service => &changes.services,
-                Kind::EndpointSlice => &changes.endpoint_slices,
-                Kind::Node => &changes.node,
-            };
-            match event {
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    changes.notify.notify_one();
-                }
-                Ok(watcher::Event::InitDone) => changes.notify.notify_one(),
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                Err(e) => tracing::warn!("watch failed, retrying with backoff: {e}"),
-            }
+            changes.count(kind, &event);
         }
     });
     store
+}
+
+impl ChangeCounter {
+    /// Counts one watch event of `kind` and wakes the sync loop when it changed something.
+    fn count<K>(&self, kind: Kind, event: &watcher::Result<watcher::Event<K>>) {
+        let counter = match kind {
+            Kind::Service => &self.services,
+            Kind::EndpointSlice => &self.endpoint_slices,
+            Kind::Node => &self.node,
+        };
+        match event {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.notify.notify_one();
+            }
+            Ok(watcher::Event::InitDone) => self.notify.notify_one(),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(e) => tracing::warn!("watch failed, retrying with backoff: {e}"),
+        }
+    }
 }
 
 /// The last `kubectl apply` of an object, as an annotation: often its largest field.
@@ -163,11 +199,11 @@ impl Source for KubeSource {
 
     fn snapshot(&self) -> Snapshot {
         let mut snapshot = Snapshot { nodes: self.node.state(), ..Snapshot::default() };
-        for service in self.services.state() {
-            snapshot.add_service(&Origin::Api, &service);
+        for service in self.services.conversions() {
+            snapshot.add(service, |s| &mut s.services);
         }
-        for slice in self.endpoint_slices.state() {
-            snapshot.add_endpoint_slice(&Origin::Api, &slice);
+        for slice in self.endpoint_slices.conversions() {
+            snapshot.add(slice, |s| &mut s.endpoint_slices);
         }
         snapshot
     }

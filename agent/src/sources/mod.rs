@@ -1,6 +1,7 @@
 //! Where Services, EndpointSlices and the Node come from: a directory of manifests or the
 //! Kubernetes API. Both implement [`Source`], so the sync loop cannot tell them apart.
 
+mod converted;
 pub mod kube;
 pub mod manifests;
 
@@ -86,32 +87,53 @@ impl Snapshot {
     /// Converts a Service read from `origin` and adds it; one that kproxy does not proxy
     /// (headless, ExternalName) is left out, an invalid one becomes an error.
     pub fn add_service(&mut self, origin: &Origin, object: &Service) {
-        if let Some(service) = self.accept(origin, k8s::service(object)) {
-            self.services.push(Arc::new(service));
-        }
+        let converted = convert_service(origin, object).map(|s| s.map(Arc::new));
+        self.add(converted, |snapshot| &mut snapshot.services);
     }
 
     /// Converts an EndpointSlice read from `origin` and adds it, like [`Snapshot::add_service`].
     pub fn add_endpoint_slice(&mut self, origin: &Origin, object: &EndpointSlice) {
-        if let Some(model) = self.accept(origin, k8s::endpoint_slice(object)) {
-            let trigger_time =
-                object.metadata.annotations.as_ref().and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
-            self.endpoint_slices.push(Arc::new(Slice { model, trigger_time: trigger_time.cloned() }));
-        }
+        let converted = convert_endpoint_slice(origin, object).map(|s| s.map(Arc::new));
+        self.add(converted, |snapshot| &mut snapshot.endpoint_slices);
     }
 
-    fn accept<M>(&mut self, origin: &Origin, converted: Result<Converted<M>, ObjectError>) -> Option<M> {
+    /// Adds one converted object, or its error.
+    pub fn add<M>(
+        &mut self,
+        converted: Conversion<Arc<M>>,
+        objects: impl FnOnce(&mut Snapshot) -> &mut Vec<Arc<M>>,
+    ) {
         match converted {
-            Ok(Converted::Accepted(model)) => Some(model),
-            Ok(Converted::Ignored(reason)) => {
-                tracing::debug!(%origin, %reason, "not proxied");
-                None
-            }
-            Err(e) => {
-                self.errors.push(InputError { location: origin.to_string(), message: e.to_string() });
-                None
-            }
+            Ok(Some(object)) => objects(self).push(object),
+            Ok(None) => {}
+            Err(e) => self.errors.push(e),
         }
+    }
+}
+
+/// One object converted for the planner: accepted, not proxied (`None`), or invalid.
+pub type Conversion<M> = Result<Option<M>, InputError>;
+
+/// Converts a Service read from `origin`.
+pub fn convert_service(origin: &Origin, object: &Service) -> Conversion<model::Service> {
+    accept(origin, k8s::service(object))
+}
+
+/// Converts an EndpointSlice read from `origin`, keeping its trigger time.
+pub fn convert_endpoint_slice(origin: &Origin, object: &EndpointSlice) -> Conversion<Slice> {
+    let trigger_time = object.metadata.annotations.as_ref().and_then(|a| a.get(TRIGGER_TIME_ANNOTATION));
+    let model = accept(origin, k8s::endpoint_slice(object))?;
+    Ok(model.map(|model| Slice { model, trigger_time: trigger_time.cloned() }))
+}
+
+fn accept<M>(origin: &Origin, converted: Result<Converted<M>, ObjectError>) -> Conversion<M> {
+    match converted {
+        Ok(Converted::Accepted(model)) => Ok(Some(model)),
+        Ok(Converted::Ignored(reason)) => {
+            tracing::debug!(%origin, %reason, "not proxied");
+            Ok(None)
+        }
+        Err(e) => Err(InputError { location: origin.to_string(), message: e.to_string() }),
     }
 }
 
