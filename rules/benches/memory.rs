@@ -13,8 +13,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{cluster, cluster_with_one_endpoint_changed, node, to_model};
-use kproxy_rules::k8s::{self, Converted};
+use common::{cluster, cluster_with_one_endpoint_changed, convert, node, to_model};
 use kproxy_rules::model;
 use kproxy_rules::nft::{self, Transaction};
 
@@ -76,25 +75,7 @@ fn main() {
     for n in sizes {
         let (objects, bytes) = retained(|| cluster(n));
         rows[0].1.push(bytes);
-        let (converted, bytes) = retained(|| {
-            let services: Vec<model::Service> = objects
-                .services
-                .iter()
-                .filter_map(|s| match k8s::service(s) {
-                    Ok(Converted::Accepted(service)) => Some(service),
-                    _ => None,
-                })
-                .collect();
-            let slices: Vec<model::EndpointSlice> = objects
-                .slices
-                .iter()
-                .filter_map(|s| match k8s::endpoint_slice(s) {
-                    Ok(Converted::Accepted(slice)) => Some(slice),
-                    _ => None,
-                })
-                .collect();
-            (services, slices)
-        });
+        let (converted, bytes) = retained(|| convert(&objects));
         rows[1].1.push(bytes);
         let (ports, bytes) = retained(|| model::join(&converted.0, &converted.1).ports);
         rows[2].1.push(bytes);

@@ -3,11 +3,11 @@
 //!
 //! Services and EndpointSlices are watched with kube-proxy's label selector, so the API server
 //! filters out objects that belong to another service proxy or are headless. Each watch runs in
-//! its own task; Services and EndpointSlices are converted to the planner's model as their
-//! events arrive and only the conversions are kept ([`ConvertedStore`]), the Node is kept whole
-//! in a reflector [`Store`]; the sync loop reads the stores. When the API
-//! server goes away the stores keep their last state (so do the rules), the watchers retry with
-//! backoff, and a relist that shows changes wakes the sync loop like any other event.
+//! its own task. Services and EndpointSlices are converted to the planner's model as their
+//! events arrive and only the conversions are kept ([`ConvertedStore`]); the Node is kept whole
+//! in a reflector [`Store`]. The sync loop reads the stores. When the API server goes away the
+//! stores keep their last state (so do the rules), the watchers retry with backoff, and a
+//! relist that shows changes wakes the sync loop like any other event.
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -115,24 +115,27 @@ pub fn cluster_with_one_endpoint_changed(n: usize) -> Cluster {
     changed
 }
 
-/// Converts every object and joins Services with their slices, as a sync does.
+/// Converts every object, as a source does when it reads them (the synthetic objects are all
+/// valid).
+pub fn convert(cluster: &Cluster) -> (Vec<model::Service>, Vec<model::EndpointSlice>) {
+    fn accepted<K, M>(
+        objects: &[K],
+        conversion: impl Fn(&K) -> Result<Converted<M>, k8s::ObjectError>,
+    ) -> Vec<M> {
+        objects
+            .iter()
+            .filter_map(|object| match conversion(object) {
+                Ok(Converted::Accepted(model)) => Some(model),
+                _ => None,
+            })
+            .collect()
+    }
+    (accepted(&cluster.services, k8s::service), accepted(&cluster.slices, k8s::endpoint_slice))
+}
+
+/// Converts every object and joins Services with their slices.
 pub fn to_model(cluster: &Cluster) -> Vec<ServicePortEndpoints> {
-    let services: Vec<model::Service> = cluster
-        .services
-        .iter()
-        .filter_map(|s| match k8s::service(s) {
-            Ok(Converted::Accepted(service)) => Some(service),
-            _ => None,
-        })
-        .collect();
-    let slices: Vec<model::EndpointSlice> = cluster
-        .slices
-        .iter()
-        .filter_map(|s| match k8s::endpoint_slice(s) {
-            Ok(Converted::Accepted(slice)) => Some(slice),
-            _ => None,
-        })
-        .collect();
+    let (services, slices) = convert(cluster);
     model::join(&services, &slices).ports
 }
 

@@ -70,17 +70,20 @@ impl Inventory {
                 .map(|s| (SetKind::Set, s))
                 .or_else(|| object.get("map").map(|m| (SetKind::Map, m)))
                 .filter(|(_, s)| ours(s))
+                && let Some(name) = name(set)
             {
-                let dynamic = set.get("flags").and_then(Json::as_array).is_some_and(|flags| {
-                    flags.iter().any(|f| matches!(f.as_str(), Some("timeout" | "dynamic")))
-                });
-                if let Some(name) = name(set) {
-                    inventory.sets.insert(name, ExistingSet { kind, dynamic });
-                }
+                inventory.sets.insert(name, ExistingSet { kind, dynamic: is_dynamic(set) });
             }
         }
         found.then_some(inventory)
     }
+}
+
+/// Whether a set of nft's JSON is one the datapath fills (`flags dynamic` or `timeout`).
+pub(super) fn is_dynamic(set: &Json) -> bool {
+    set.get("flags")
+        .and_then(Json::as_array)
+        .is_some_and(|flags| flags.iter().any(|f| matches!(f.as_str(), Some("timeout" | "dynamic"))))
 }
 
 #[cfg(test)]

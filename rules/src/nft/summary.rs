@@ -9,6 +9,7 @@ use std::fmt::Write;
 
 use serde_json::Value as Json;
 
+use super::inventory::is_dynamic;
 use super::ir::{ElementValue, Table, Verdict};
 use super::syntax::write_values;
 
@@ -133,10 +134,7 @@ impl TableSummary {
                 *summary.chains.entry(chain.to_string()).or_insert(0) += 1;
             } else if let Some(set) = object.get("set").or_else(|| object.get("map")) {
                 let name = set.get("name").and_then(Json::as_str).unwrap_or_default().to_string();
-                let dynamic = set.get("flags").and_then(Json::as_array).is_some_and(|f| {
-                    f.iter().any(|v| v.as_str() == Some("timeout") || v.as_str() == Some("dynamic"))
-                });
-                let elements = if dynamic {
+                let elements = if is_dynamic(set) {
                     BTreeSet::new()
                 } else {
                     set.get("elem").and_then(Json::as_array).into_iter().flatten().map(element_text).collect()
