@@ -136,19 +136,34 @@ fn rewrite_should_keep_what_the_datapath_wrote_to_affinity_sets_and_drop_tables_
     assert!(v4_replaced.sets[&affinity.decl.name].elements.is_empty(), "replace starts afresh");
 }
 
+/// The ruleset of Service `web` with ClientIP affinity of `seconds` and one endpoint.
+fn with_affinity_timeout(seconds: i32) -> Ruleset {
+    let mut svc = service("web", &["10.96.0.10"], &[("http", 80, "TCP")]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(k8s_openapi::api::core::v1::SessionAffinityConfig {
+        client_ip: Some(k8s_openapi::api::core::v1::ClientIPConfig { timeout_seconds: Some(seconds) }),
+    });
+    let eps = [slice("web-1", "web", "IPv4", &[("http", 8080, "TCP")], &[("10.244.0.11", READY)])];
+    nft::render(&plan(&[svc], &eps), &node())
+}
+
+#[test]
+fn a_rewrite_should_redeclare_an_affinity_set_whose_timeout_changed() {
+    let (kernel, desired) = (with_affinity_timeout(30), with_affinity_timeout(600));
+    let existing: Vec<Inventory> = kernel.tables.iter().map(Inventory::of).collect();
+    let update = Transaction::rewrite(&desired, &existing);
+    let text = update.changes.to_string();
+    let set = "affinity-default/web/tcp/http__10.244.0.11/8080";
+    let deleted = text.find(&format!("delete set ip kproxy {set}\n")).expect(&text);
+    assert!(text.find("flush table ip kproxy\n").expect(&text) < deleted, "rules flushed first:\n{text}");
+    let rewritten = kernel.apply(&update.changes).and_then(|r| r.apply(&update.cleanup)).unwrap();
+    assert_eq!(rewritten, desired);
+}
+
 #[test]
 fn a_new_affinity_timeout_should_redeclare_the_set_without_a_full_sync() {
-    let with_timeout = |seconds: i32| {
-        let mut svc = service("web", &["10.96.0.10"], &[("http", 80, "TCP")]);
-        let spec = svc.spec.as_mut().unwrap();
-        spec.session_affinity = Some("ClientIP".into());
-        spec.session_affinity_config = Some(k8s_openapi::api::core::v1::SessionAffinityConfig {
-            client_ip: Some(k8s_openapi::api::core::v1::ClientIPConfig { timeout_seconds: Some(seconds) }),
-        });
-        let eps = [slice("web-1", "web", "IPv4", &[("http", 8080, "TCP")], &[("10.244.0.11", READY)])];
-        nft::render(&plan(&[svc], &eps), &node())
-    };
-    let (before, after) = (with_timeout(30), with_timeout(600));
+    let (before, after) = (with_affinity_timeout(30), with_affinity_timeout(600));
     let update = nft::diff(&before, &after).expect("a set declared otherwise is diffed");
     let text = update.changes.to_string();
     let set = "affinity-default/web/tcp/http__10.244.0.11/8080";

@@ -185,3 +185,44 @@ fn rules_should_keep_serving_traffic_after_the_agent_exits_on_sigterm() {
         assert!(tally.count(pod.name()) > 0, "{} never answered: {tally}", pod.name());
     }
 }
+
+#[test]
+fn agent_restarted_with_a_new_affinity_timeout_should_rewrite_its_table_in_place() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let client_pod = lab.add_pod("client");
+    let endpoints = lab.add_pods(&["pod1", "pod2"]);
+    for pod in &endpoints {
+        pod.serve_tcp(8080);
+    }
+    let write = |timeout: u32| {
+        let service = Service::cluster_ip("default", "web", "10.96.0.90")
+            .port(ServicePort::tcp("http", 80, 8080))
+            .client_ip_affinity(Some(timeout));
+        let slice =
+            EndpointSlice::for_service(&service).endpoints(endpoints.iter().map(|p| Endpoint::ready(p.ip())));
+        lab.manifests().write("web.yaml", &[&service, &slice]);
+        service.address("http")
+    };
+    let address = write(30);
+    let agent = lab.start_kproxy(lab.manifests().path());
+    lab.wait_for_answer(client_pod.netns(), Protocol::Tcp, address);
+    let table = table_handle(&lab);
+    agent.kill();
+
+    write(600);
+    agent.start();
+    let affinity_timeouts = || {
+        let listing = lab.nft(&["list", "table", "ip", "kproxy"]).expect_success();
+        listing.lines().filter(|l| l.contains("timeout")).map(str::trim).collect::<Vec<_>>().join("; ")
+    };
+    lab.eventually("the affinity sets declared with timeout 600s", || {
+        let timeouts = affinity_timeouts();
+        if timeouts.contains("timeout 10m") && !timeouts.contains("30s") { Ok(()) } else { Err(timeouts) }
+    });
+    assert_eq!(table_handle(&lab), table, "the sets were declared again inside the same table");
+    assert!(!agent.log().contains("replacing them"), "the rewrite was not refused:\n{}", agent.log());
+    lab.wait_for_answer(client_pod.netns(), Protocol::Tcp, address);
+}

@@ -28,6 +28,9 @@ pub struct ExistingSet {
     /// Whether the datapath fills it (`flags dynamic` or `timeout`): its elements are the
     /// kernel's, such as session affinity entries, and a rewrite keeps them.
     pub dynamic: bool,
+    /// Its element timeout in seconds: an affinity set whose Service changed
+    /// `timeoutSeconds` must be declared again.
+    pub timeout: Option<u32>,
 }
 
 impl Inventory {
@@ -40,7 +43,11 @@ impl Inventory {
                 .sets
                 .values()
                 .map(|set| {
-                    let existing = ExistingSet { kind: set.decl.kind(), dynamic: set.decl.timeout.is_some() };
+                    let existing = ExistingSet {
+                        kind: set.decl.kind(),
+                        dynamic: set.decl.timeout.is_some(),
+                        timeout: set.decl.timeout,
+                    };
                     (set.decl.name.clone(), existing)
                 })
                 .collect(),
@@ -72,7 +79,8 @@ impl Inventory {
                 .filter(|(_, s)| ours(s))
                 && let Some(name) = name(set)
             {
-                inventory.sets.insert(name, ExistingSet { kind, dynamic: is_dynamic(set) });
+                let timeout = set.get("timeout").and_then(Json::as_u64).and_then(|t| u32::try_from(t).ok());
+                inventory.sets.insert(name, ExistingSet { kind, dynamic: is_dynamic(set), timeout });
             }
         }
         found.then_some(inventory)
@@ -107,9 +115,9 @@ mod tests {
         assert_eq!(
             inventory.sets,
             BTreeMap::from([
-                ("d".to_string(), ExistingSet { kind: SetKind::Set, dynamic: true }),
-                ("m".to_string(), ExistingSet { kind: SetKind::Map, dynamic: false }),
-                ("s".to_string(), ExistingSet { kind: SetKind::Set, dynamic: false }),
+                ("d".to_string(), ExistingSet { kind: SetKind::Set, dynamic: true, timeout: Some(3600) }),
+                ("m".to_string(), ExistingSet { kind: SetKind::Map, dynamic: false, timeout: None }),
+                ("s".to_string(), ExistingSet { kind: SetKind::Set, dynamic: false, timeout: None }),
             ])
         );
     }

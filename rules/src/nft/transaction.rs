@@ -4,7 +4,7 @@
 use std::fmt::{self, Write};
 
 use super::diff::Update;
-use super::inventory::Inventory;
+use super::inventory::{ExistingSet, Inventory};
 use super::ir::{ChainDecl, Element, Rule, Ruleset, SetDecl, SetKind, Table, TableRef, Value};
 use super::syntax::{
     write_base_chain, write_comment, write_element, write_rule, write_set_decl_body, write_values,
@@ -164,6 +164,20 @@ impl<'a> Transaction<'a> {
             let inventory = existing.iter().find(|e| &e.table == id);
             if inventory.is_some() {
                 tx.operations.push(Operation::FlushTable(id.clone()));
+            }
+            // A dynamic set with another timeout (the Service changed `timeoutSeconds`) is
+            // declared again; with the rules flushed, nothing uses it. Kernel 6.18 would also
+            // take the new timeout from `add set` alone; deleting and declaring again does not
+            // depend on that.
+            let redeclared = |name: &String, set: &ExistingSet| {
+                table.sets.get(name).is_some_and(|desired| set.dynamic && desired.decl.timeout != set.timeout)
+            };
+            for (name, set) in inventory.iter().flat_map(|e| &e.sets).filter(|(n, s)| redeclared(n, s)) {
+                tx.operations.push(Operation::DeleteSet {
+                    table: id.clone(),
+                    set: name.clone(),
+                    kind: set.kind,
+                });
             }
             tx.declare(table);
             for (name, set) in inventory.iter().flat_map(|e| &e.sets) {
