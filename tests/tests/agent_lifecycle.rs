@@ -13,13 +13,36 @@ use kproxy_e2e::{
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Writes `web.yaml`: a TCP Service `web` at `cluster_ip`:80 → 8080 with `endpoints` ready.
-fn write_web(lab: &Lab, cluster_ip: &str, endpoints: &[Pod]) -> Service {
-    let service = Service::cluster_ip("default", "web", cluster_ip).port(ServicePort::tcp("http", 80, 8080));
+/// A TCP Service `web` at `cluster_ip`:80 → 8080.
+fn web(cluster_ip: &str) -> Service {
+    Service::cluster_ip("default", "web", cluster_ip).port(ServicePort::tcp("http", 80, 8080))
+}
+
+/// Writes `web.yaml`: `service` with `endpoints` ready.
+fn write_service(lab: &Lab, service: Service, endpoints: &[Pod]) -> Service {
     let slice =
         EndpointSlice::for_service(&service).endpoints(endpoints.iter().map(|pod| Endpoint::ready(pod.ip())));
     lab.manifests().write("web.yaml", &[&service, &slice]);
     service
+}
+
+/// Writes `web.yaml`: the Service [`web`] at `cluster_ip` with `endpoints` ready.
+fn write_web(lab: &Lab, cluster_ip: &str, endpoints: &[Pod]) -> Service {
+    write_service(lab, web(cluster_ip), endpoints)
+}
+
+/// A lab with a client pod and two pods serving TCP 8080; `None` when not root.
+fn client_and_two_servers() -> Option<(Lab, Pod, Vec<Pod>)> {
+    if !root_or_skip() {
+        return None;
+    }
+    let lab = Lab::new();
+    let client_pod = lab.add_pod("client");
+    let endpoints = lab.add_pods(&["pod1", "pod2"]);
+    for pod in &endpoints {
+        pod.serve_tcp(8080);
+    }
+    Some((lab, client_pod, endpoints))
 }
 
 #[test]
@@ -161,15 +184,7 @@ fn foreign_table_should_stay_byte_identical_through_run_resync_sigterm_and_clean
 
 #[test]
 fn rules_should_keep_serving_traffic_after_the_agent_exits_on_sigterm() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let client_pod = lab.add_pod("client");
-    let endpoints = lab.add_pods(&["pod1", "pod2"]);
-    for pod in &endpoints {
-        pod.serve_tcp(8080);
-    }
+    let Some((lab, client_pod, endpoints)) = client_and_two_servers() else { return };
     let service = write_web(&lab, "10.96.0.90", &endpoints);
     let address = service.address("http");
     let agent = lab.start_kproxy(lab.manifests().path());
@@ -188,23 +203,9 @@ fn rules_should_keep_serving_traffic_after_the_agent_exits_on_sigterm() {
 
 #[test]
 fn agent_restarted_with_a_new_affinity_timeout_should_rewrite_its_table_in_place() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let client_pod = lab.add_pod("client");
-    let endpoints = lab.add_pods(&["pod1", "pod2"]);
-    for pod in &endpoints {
-        pod.serve_tcp(8080);
-    }
+    let Some((lab, client_pod, endpoints)) = client_and_two_servers() else { return };
     let write = |timeout: u32| {
-        let service = Service::cluster_ip("default", "web", "10.96.0.90")
-            .port(ServicePort::tcp("http", 80, 8080))
-            .client_ip_affinity(Some(timeout));
-        let slice =
-            EndpointSlice::for_service(&service).endpoints(endpoints.iter().map(|p| Endpoint::ready(p.ip())));
-        lab.manifests().write("web.yaml", &[&service, &slice]);
-        service.address("http")
+        write_service(&lab, web("10.96.0.91").client_ip_affinity(Some(timeout)), &endpoints).address("http")
     };
     let address = write(30);
     let agent = lab.start_kproxy(lab.manifests().path());
